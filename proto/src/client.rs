@@ -1,0 +1,257 @@
+//! Browser → server messages, and [`parse`], the one function that turns a text
+//! frame into a typed [`ClientFrame`] or a typed [`ParseError`].
+//!
+//! Errors are classified as the contract asks: not a JSON object or no string
+//! `type` is `bad_message`; an unknown `type` is `unknown_type`; a field rejected by
+//! its newtype carries that newtype's code (`invalid_room`, `invalid_sdp`…); any
+//! other shape problem is `bad_message`. The error keeps the message's `req` when
+//! it had a valid one, so the client can match the error to its request.
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::ids::{OfferId, PeerId, Req, RoomId};
+use crate::payload::{Candidate, Sdp};
+
+/// One client message with its optional request tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<Req>,
+    #[serde(flatten)]
+    pub message: ClientMessage,
+}
+
+impl ClientFrame {
+    pub fn new(req: Option<Req>, message: ClientMessage) -> Self {
+        Self { req, message }
+    }
+}
+
+/// Everything a client can ask of the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Enter a room; the reply lists its pending offers (not your own).
+    Join { room: RoomId },
+    /// Leave a room; your pending offers there are withdrawn, your calls there end.
+    Leave { room: RoomId },
+    /// Publish a pending offer to the room, or only to peer `to`.
+    Offer {
+        room: RoomId,
+        sdp: Sdp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<PeerId>,
+    },
+    /// Caller before the answer: buffered. After it: relayed to the other party.
+    Candidate {
+        offer_id: OfferId,
+        candidate: Candidate,
+    },
+    /// Claim a pending offer; exactly one answer wins.
+    Answer { offer_id: OfferId, sdp: Sdp },
+    /// Withdraw your pending offer, or end an answered call.
+    Hangup { offer_id: OfferId },
+    /// Application-level liveness.
+    Ping,
+}
+
+impl ClientMessage {
+    /// Every `type` a client may send.
+    pub const KINDS: [&'static str; 7] = [
+        "join",
+        "leave",
+        "offer",
+        "candidate",
+        "answer",
+        "hangup",
+        "ping",
+    ];
+
+    /// This message's `type` (bounded: fit for a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Offer { .. } => "offer",
+            Self::Candidate { .. } => "candidate",
+            Self::Answer { .. } => "answer",
+            Self::Hangup { .. } => "hangup",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// A frame that is not a valid client message, as an `error` reply would carry it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ParseError {
+    pub req: Option<Req>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
+    serde_json::from_str(text).map_err(|err| classify(text, &err))
+}
+
+/// A value kept when it has the expected type, and skipped (not an error) otherwise.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Valid(T),
+    Invalid(IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn valid(self) -> Option<T> {
+        match self {
+            Self::Valid(t) => Some(t),
+            Self::Invalid(_) => None,
+        }
+    }
+}
+
+/// The fields every message has, read leniently to explain why a frame failed.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type", default)]
+    kind: Option<Lenient<String>>,
+    #[serde(default)]
+    req: Option<Lenient<Req>>,
+}
+
+fn classify(text: &str, err: &serde_json::Error) -> ParseError {
+    let head = match text.trim_start().starts_with('{') {
+        true => serde_json::from_str::<Head>(text).ok(),
+        false => None,
+    };
+    let Some(head) = head else {
+        return ParseError {
+            req: None,
+            code: ErrorCode::BadMessage,
+            message: "a message must be one JSON object".into(),
+        };
+    };
+    let req = head.req.and_then(Lenient::valid);
+    let error = |code, message: String| ParseError { req, code, message };
+    match head.kind.and_then(Lenient::valid) {
+        None => error(
+            ErrorCode::BadMessage,
+            "a message needs a string field \"type\"".into(),
+        ),
+        Some(kind) if !ClientMessage::KINDS.contains(&kind.as_str()) => error(
+            ErrorCode::UnknownType,
+            format!("unknown message type {kind:?}"),
+        ),
+        Some(_) => {
+            let (code, message) = field_error(err);
+            error(code, message)
+        }
+    }
+}
+
+/// Recovers the code a field newtype attached to its rejection (see
+/// [`crate::error::FieldError`]); any other data error is `bad_message`.
+fn field_error(err: &serde_json::Error) -> (ErrorCode, String) {
+    let full = err.to_string();
+    let position = format!(" at line {} column {}", err.line(), err.column());
+    let text = full.strip_suffix(&position).unwrap_or(&full);
+    text.split_once(": ")
+        .and_then(|(code, message)| Some((code.parse().ok()?, message.to_owned())))
+        .unwrap_or_else(|| (ErrorCode::BadMessage, text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(text: &str) -> (ErrorCode, Option<u64>) {
+        let err = parse(text).expect_err("must fail");
+        (err.code, err.req.map(Req::get))
+    }
+
+    #[test]
+    fn parses_every_kind() {
+        let room = r#""room":"lobby""#;
+        let offer = format!(r#""offer_id":"{}""#, OfferId::random());
+        let cases = [
+            format!(r#"{{"type":"join",{room},"req":1}}"#),
+            format!(r#"{{"type":"leave",{room}}}"#),
+            format!(r#"{{"type":"offer",{room},"sdp":"v=0\r\n"}}"#),
+            format!(r#"{{"type":"candidate",{offer},"candidate":{{"candidate":""}}}}"#),
+            format!(r#"{{"type":"answer",{offer},"sdp":"v=0"}}"#),
+            format!(r#"{{"type":"hangup",{offer}}}"#),
+            r#"{"type":"ping","req":9007199254740991}"#.to_string(),
+        ];
+        let kinds: Vec<_> = cases
+            .iter()
+            .map(|c| {
+                parse(c)
+                    .unwrap_or_else(|e| panic!("{c}: {e}"))
+                    .message
+                    .kind()
+            })
+            .collect();
+        assert_eq!(kinds, ClientMessage::KINDS);
+    }
+
+    #[test]
+    fn classifies_bad_frames() {
+        assert_eq!(code_of("not json"), (ErrorCode::BadMessage, None));
+        assert_eq!(code_of("[1,2]"), (ErrorCode::BadMessage, None));
+        assert_eq!(code_of("42"), (ErrorCode::BadMessage, None));
+        assert_eq!(code_of(r#"{"req":3}"#), (ErrorCode::BadMessage, Some(3)));
+        assert_eq!(
+            code_of(r#"{"type":7,"req":3}"#),
+            (ErrorCode::BadMessage, Some(3))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"dance","req":4}"#),
+            (ErrorCode::UnknownType, Some(4))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"join","room":5,"req":5}"#),
+            (ErrorCode::BadMessage, Some(5))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"join","req":6}"#),
+            (ErrorCode::BadMessage, Some(6))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"join","room":"a b","req":7}"#),
+            (ErrorCode::InvalidRoom, Some(7))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"offer","room":"a","sdp":"hello","req":8}"#),
+            (ErrorCode::InvalidSdp, Some(8))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"hangup","offer_id":"o_x","req":9}"#),
+            (ErrorCode::OfferNotFound, Some(9))
+        );
+        assert_eq!(
+            code_of(r#"{"type":"ping","req":-1}"#),
+            (ErrorCode::BadMessage, None)
+        );
+        assert_eq!(
+            code_of(r#"{"type":"ping","req":"1"}"#),
+            (ErrorCode::BadMessage, None)
+        );
+    }
+
+    #[test]
+    fn error_messages_carry_no_position_or_code_prefix() {
+        let err = parse(r#"{"type":"join","room":"a b"}"#).expect_err("invalid room");
+        assert!(err.message.starts_with("room names are"), "{}", err.message);
+        assert!(!err.message.contains("line 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let frame = parse(r#"{"type":"ping","extra":{"x":1}}"#).expect("parse");
+        assert_eq!(frame.message, ClientMessage::Ping);
+    }
+}

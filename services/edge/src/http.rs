@@ -1,0 +1,144 @@
+//! The edge's HTTP surface and its lifecycle.
+//!
+//! Routes: `GET /ws` (WebSocket upgrade), `GET /` and `GET /app.js` (the demo
+//! page, compiled into the binary), `GET /healthz` (the process is up) and
+//! `GET /readyz` (it should get traffic: not shutting down and the room backend
+//! ready).
+//!
+//! Shutdown, when the token is cancelled: readiness turns false, the listener
+//! stops accepting, every session closes with 1001 so clients reconnect elsewhere,
+//! and [`serve`] returns once they are gone or the grace period is over.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use switchboard_room::RoomService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::EdgeConfig;
+use crate::connection;
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+struct Edge<R> {
+    rooms: R,
+    config: Arc<EdgeConfig>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+/// Serves the edge on `listener` until `shutdown` is cancelled, then drains.
+pub async fn serve<R: RoomService>(
+    listener: TcpListener,
+    rooms: R,
+    config: EdgeConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let grace = config.shutdown_grace;
+    let edge = Edge {
+        rooms,
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+        sessions: TaskTracker::new(),
+    };
+    let sessions = edge.sessions.clone();
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/ws", get(websocket::<R>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<R>))
+        .with_state(edge);
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+
+    sessions.close();
+    tracing::info!(
+        open = sessions.len(),
+        "stopped accepting; draining sessions"
+    );
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        tracing::warn!(
+            open = sessions.len(),
+            ?grace,
+            "sessions still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+async fn websocket<R: RoomService>(
+    State(edge): State<Edge<R>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if edge.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let limit = edge.config.max_message_bytes;
+    upgrade
+        // Small buffers: most connections are idle most of the time. Buffers grow
+        // to fit a large message and the read limit bounds them.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit.saturating_mul(4).max(64 * 1024))
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            let Edge {
+                rooms,
+                config,
+                shutdown,
+                sessions,
+            } = edge;
+            sessions.track_future(connection::run(socket, rooms, config, shutdown))
+        })
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz<R: RoomService>(State(edge): State<Edge<R>>) -> (StatusCode, &'static str) {
+    if edge.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if !edge.rooms.ready().await {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "room backend unavailable\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}

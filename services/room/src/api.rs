@@ -1,0 +1,39 @@
+//! How a transport talks to the room logic: [`RoomService`] opens a
+//! [`RoomSession`] per connected peer. The edge is written against these traits
+//! only, so it works the same with the room in-process (standalone mode) or
+//! behind gRPC (distributed mode).
+
+use std::future::Future;
+
+use switchboard_proto::{ClientMessage, PeerId};
+
+use crate::error::RoomError;
+use crate::outbox::Outbox;
+use crate::session::Reply;
+
+/// The room logic as seen by a transport.
+pub trait RoomService: Clone + Send + Sync + 'static {
+    type Session: RoomSession;
+
+    /// Registers peer `peer`, whose events are pushed into `outbox` from now on.
+    fn connect(
+        &self,
+        peer: PeerId,
+        outbox: Outbox,
+    ) -> impl Future<Output = Result<Self::Session, RoomError>> + Send;
+
+    /// Whether requests can currently be served (readiness).
+    fn ready(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// One connected peer's conversation with the room logic. Requests are handled
+/// one at a time, in order.
+pub trait RoomSession: Send + 'static {
+    fn handle(
+        &mut self,
+        msg: ClientMessage,
+    ) -> impl Future<Output = Result<Reply, RoomError>> + Send;
+
+    /// The peer is gone: withdraw its offers, end its calls, leave its rooms.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}

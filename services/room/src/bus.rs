@@ -1,0 +1,31 @@
+//! The bus: publish an [`Event`] to a [`Topic`], and receive the events of the
+//! topics this process subscribed to. It maps onto Redis `PUBLISH` / `SUBSCRIBE` /
+//! `UNSUBSCRIBE`.
+//!
+//! A bus is built with the process's [`crate::Hub`] and hands every event it
+//! receives to [`crate::Hub::dispatch`]. Subscriptions are counted per topic: the
+//! first `subscribe` of a topic subscribes the process, the last `unsubscribe`
+//! unsubscribes it. Events from one publisher arrive in the order published.
+
+use std::future::Future;
+
+use crate::error::BackendError;
+use crate::event::{Event, Topic};
+
+pub mod memory;
+
+/// Publish/subscribe between every process serving the same rooms.
+pub trait Bus: Send + Sync + 'static {
+    /// Starts receiving the events of `topic`; resolves once they flow.
+    fn subscribe(&self, topic: &Topic) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Stops receiving `topic` (once every subscriber of this process has left it).
+    fn unsubscribe(&self, topic: &Topic) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Sends `event` to every process subscribed to `topic`.
+    fn publish(
+        &self,
+        topic: &Topic,
+        event: Event,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}

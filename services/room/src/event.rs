@@ -1,0 +1,170 @@
+//! What travels on the bus: [`Topic`]s and [`Event`]s, and the visibility rules
+//! that decide which local peer sees which room event.
+//!
+//! A peer topic carries messages for exactly one peer (an answer, a relayed
+//! candidate, a hangup). A room topic carries what every member may see, and each
+//! receiving process filters per member with [`Event::visible_to`]: a caller never
+//! sees its own offer, a targeted offer is seen only by its target, nobody is told
+//! about their own arrival. The same rule decides what `joined.offers` lists.
+
+use switchboard_proto::{CloseReason, OfferId, PeerId, PendingOffer, RoomId, ServerMessage};
+
+/// Where an event is published.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Everything addressed to one peer.
+    Peer(PeerId),
+    /// Everything the members of a room may see.
+    Room(RoomId),
+}
+
+/// One published event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// For one peer, delivered as is.
+    Direct(ServerMessage),
+    /// A new pending offer.
+    Offer {
+        room: RoomId,
+        to: Option<PeerId>,
+        offer: PendingOffer,
+    },
+    /// A pending offer is no longer pending.
+    OfferClosed {
+        offer_id: OfferId,
+        room: RoomId,
+        caller: PeerId,
+        to: Option<PeerId>,
+        answerer: Option<PeerId>,
+        reason: CloseReason,
+    },
+    PeerJoined {
+        room: RoomId,
+        peer: PeerId,
+    },
+    PeerLeft {
+        room: RoomId,
+        peer: PeerId,
+    },
+}
+
+/// Whether `viewer` may be shown a pending offer from `caller`, optionally
+/// addressed only `to` one peer.
+pub fn offer_visible_to(viewer: &PeerId, caller: &PeerId, to: Option<&PeerId>) -> bool {
+    viewer != caller && to.is_none_or(|to| to == viewer)
+}
+
+impl Event {
+    /// Whether `viewer`, a member of the event's room, is shown this event.
+    pub fn visible_to(&self, viewer: &PeerId) -> bool {
+        match self {
+            Event::Direct(_) => true,
+            Event::Offer { to, offer, .. } => offer_visible_to(viewer, &offer.from, to.as_ref()),
+            Event::OfferClosed {
+                caller,
+                to,
+                answerer,
+                reason,
+                ..
+            } => {
+                let shown = offer_visible_to(viewer, caller, to.as_ref());
+                let own_expired = viewer == caller && *reason == CloseReason::Expired;
+                (shown || own_expired) && answerer.as_ref() != Some(viewer)
+            }
+            Event::PeerJoined { peer, .. } | Event::PeerLeft { peer, .. } => peer != viewer,
+        }
+    }
+
+    /// The message members are sent.
+    pub fn to_message(&self) -> ServerMessage {
+        match self {
+            Event::Direct(msg) => msg.clone(),
+            Event::Offer { room, offer, .. } => ServerMessage::Offer {
+                offer_id: offer.offer_id,
+                room: room.clone(),
+                from: offer.from,
+                sdp: offer.sdp.clone(),
+                candidates: offer.candidates.clone(),
+            },
+            Event::OfferClosed {
+                offer_id,
+                room,
+                reason,
+                ..
+            } => ServerMessage::OfferClosed {
+                offer_id: *offer_id,
+                room: room.clone(),
+                reason: *reason,
+            },
+            Event::PeerJoined { room, peer } => ServerMessage::PeerJoined {
+                room: room.clone(),
+                peer_id: *peer,
+            },
+            Event::PeerLeft { room, peer } => ServerMessage::PeerLeft {
+                room: room.clone(),
+                peer_id: *peer,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(
+        caller: PeerId,
+        to: Option<PeerId>,
+        answerer: Option<PeerId>,
+        reason: CloseReason,
+    ) -> Event {
+        Event::OfferClosed {
+            offer_id: OfferId::random(),
+            room: "r".parse().expect("room"),
+            caller,
+            to,
+            answerer,
+            reason,
+        }
+    }
+
+    #[test]
+    fn offers_are_hidden_from_their_caller_and_from_non_targets() {
+        let [caller, target, other] = [PeerId::random(), PeerId::random(), PeerId::random()];
+        assert!(!offer_visible_to(&caller, &caller, None));
+        assert!(offer_visible_to(&other, &caller, None));
+        assert!(offer_visible_to(&target, &caller, Some(&target)));
+        assert!(!offer_visible_to(&other, &caller, Some(&target)));
+    }
+
+    #[test]
+    fn offer_closed_goes_to_those_shown_the_offer_but_not_the_winner() {
+        let [caller, winner, other] = [PeerId::random(), PeerId::random(), PeerId::random()];
+        let answered = closed(caller, None, Some(winner), CloseReason::Answered);
+        assert!(answered.visible_to(&other));
+        assert!(!answered.visible_to(&winner));
+        assert!(!answered.visible_to(&caller));
+
+        let expired = closed(caller, Some(winner), None, CloseReason::Expired);
+        assert!(
+            expired.visible_to(&caller),
+            "the caller learns its offer expired"
+        );
+        assert!(expired.visible_to(&winner));
+        assert!(!expired.visible_to(&other), "never shown a targeted offer");
+
+        let withdrawn = closed(caller, None, None, CloseReason::Withdrawn);
+        assert!(!withdrawn.visible_to(&caller));
+    }
+
+    #[test]
+    fn nobody_hears_of_their_own_presence() {
+        let [me, you] = [PeerId::random(), PeerId::random()];
+        let joined = Event::PeerJoined {
+            room: "r".parse().expect("room"),
+            peer: me,
+        };
+        assert!(!joined.visible_to(&me));
+        assert!(joined.visible_to(&you));
+    }
+}

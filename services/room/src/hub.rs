@@ -1,0 +1,114 @@
+//! The process-local fan-out: which peers are connected to *this* process, which
+//! local peers are in which room, and delivery of bus events into their outboxes.
+//!
+//! The hub is the only owner of this state (one lock, never held across an
+//! `.await`; delivery never blocks because [`Outbox::push`] never waits). The bus
+//! calls [`Hub::dispatch`] for every event it receives, whatever the backend.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use switchboard_proto::{PeerId, RoomId};
+
+use crate::event::{Event, Topic};
+use crate::outbox::Outbox;
+
+/// Local peers and room memberships.
+#[derive(Debug, Default)]
+pub struct Hub {
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    peers: HashMap<PeerId, Outbox>,
+    rooms: HashMap<RoomId, HashSet<PeerId>>,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Registers a connected peer; events for it now reach `outbox`.
+    pub(crate) fn attach(&self, peer: PeerId, outbox: Outbox) {
+        self.write().peers.insert(peer, outbox);
+    }
+
+    /// Forgets a peer and its room memberships.
+    pub(crate) fn detach(&self, peer: &PeerId, rooms: impl IntoIterator<Item = RoomId>) {
+        let mut state = self.write();
+        state.peers.remove(peer);
+        for room in rooms {
+            state.remove_member(&room, peer);
+        }
+    }
+
+    /// Adds a local member to a room.
+    pub(crate) fn join(&self, room: &RoomId, peer: PeerId) {
+        self.write()
+            .rooms
+            .entry(room.clone())
+            .or_default()
+            .insert(peer);
+    }
+
+    /// Removes a local member from a room.
+    pub(crate) fn leave(&self, room: &RoomId, peer: &PeerId) {
+        self.write().remove_member(room, peer);
+    }
+
+    /// Number of peers connected to this process.
+    pub fn peer_count(&self) -> usize {
+        self.read().peers.len()
+    }
+
+    /// Delivers one bus event to the local peers it concerns.
+    pub fn dispatch(&self, topic: &Topic, event: &Event) {
+        let state = self.read();
+        match topic {
+            Topic::Peer(peer) => {
+                if let Some(outbox) = state.peers.get(peer) {
+                    outbox.push(Arc::new(event.to_message()));
+                }
+            }
+            Topic::Room(room) => {
+                let Some(members) = state.rooms.get(room) else {
+                    return;
+                };
+                let mut message = None;
+                for member in members.iter().filter(|m| event.visible_to(m)) {
+                    if let Some(outbox) = state.peers.get(member) {
+                        let msg = message.get_or_insert_with(|| Arc::new(event.to_message()));
+                        outbox.push(Arc::clone(msg));
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-updated in a way
+        // that matters (every update is a single map operation), so recover.
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn remove_member(&mut self, room: &RoomId, peer: &PeerId) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(peer);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+}

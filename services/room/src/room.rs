@@ -1,0 +1,169 @@
+//! [`Room`]: the shared half of the room logic (backends, hub, config), the offer
+//! expiry sweeper, and how an offer or call is retired. Per-peer rules live in
+//! [`crate::Session`].
+
+use std::sync::Arc;
+
+use switchboard_proto::{CloseReason, PeerId, ServerMessage};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::RoomService;
+use crate::bus::{Bus, memory::MemoryBus};
+use crate::config::RoomConfig;
+use crate::error::RoomError;
+use crate::event::{Event, Topic};
+use crate::hub::Hub;
+use crate::outbox::Outbox;
+use crate::session::Session;
+use crate::store::{OfferRecord, Store, memory::MemoryStore};
+
+/// Expired offers retired per sweep, at most (the next sweep takes the rest).
+const SWEEP_BATCH: usize = 512;
+
+/// The room logic over a store and a bus. Cheap to clone.
+#[derive(Debug)]
+pub struct Room<S, B> {
+    inner: Arc<Inner<S, B>>,
+}
+
+#[derive(Debug)]
+struct Inner<S, B> {
+    store: S,
+    bus: B,
+    hub: Arc<Hub>,
+    config: RoomConfig,
+}
+
+impl<S, B> Clone for Room<S, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Room<MemoryStore, MemoryBus> {
+    /// The embedded room: in-memory store, in-process bus.
+    pub fn in_memory(config: RoomConfig) -> Self {
+        let hub = Hub::new();
+        Self::new(
+            MemoryStore::new(),
+            MemoryBus::new(Arc::clone(&hub)),
+            hub,
+            config,
+        )
+    }
+}
+
+impl<S: Store, B: Bus> Room<S, B> {
+    /// `bus` must deliver what it receives to `hub`.
+    pub fn new(store: S, bus: B, hub: Arc<Hub>, config: RoomConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                hub,
+                config,
+            }),
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub fn config(&self) -> &RoomConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub(crate) fn bus(&self) -> &B {
+        &self.inner.bus
+    }
+
+    /// Publishes a message for one peer.
+    pub(crate) async fn send_to(&self, peer: PeerId, msg: ServerMessage) -> Result<(), RoomError> {
+        let topic = Topic::Peer(peer);
+        Ok(self.bus().publish(&topic, Event::Direct(msg)).await?)
+    }
+
+    /// Tells whoever must know that `record` is gone: the members shown a pending
+    /// offer get `offer_closed`; the other party of a call ended by `ended_by`
+    /// gets `hangup`.
+    pub(crate) async fn retire(
+        &self,
+        record: OfferRecord,
+        ended_by: Option<PeerId>,
+        reason: CloseReason,
+    ) -> Result<(), RoomError> {
+        if record.is_pending() {
+            let topic = Topic::Room(record.room.clone());
+            let event = Event::OfferClosed {
+                offer_id: record.id,
+                room: record.room,
+                caller: record.caller,
+                to: record.to,
+                answerer: None,
+                reason,
+            };
+            self.bus().publish(&topic, event).await?;
+        } else if let Some(by) = ended_by {
+            if let Some(other) = record.counterpart(&by) {
+                let hangup = ServerMessage::Hangup {
+                    offer_id: record.id,
+                    from: by,
+                };
+                self.send_to(other, hangup).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Retires every pending offer whose TTL has passed; returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, RoomError> {
+        let expired = self.store().take_expired(SWEEP_BATCH).await?;
+        let count = expired.len();
+        for record in expired {
+            tracing::debug!(offer_id = %record.id, room = %record.room, "offer expired");
+            self.retire(record, None, CloseReason::Expired).await?;
+        }
+        Ok(count)
+    }
+
+    /// Sweeps expired offers every `sweep_interval` until `shutdown`.
+    pub async fn run_expiry(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config().sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            loop {
+                match self.sweep_expired().await {
+                    Ok(n) if n == SWEEP_BATCH => continue,
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "expiry sweep failed; retrying next tick");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: Store, B: Bus> RoomService for Room<S, B> {
+    type Session = Session<S, B>;
+
+    async fn connect(&self, peer: PeerId, outbox: Outbox) -> Result<Session<S, B>, RoomError> {
+        Session::open(self.clone(), peer, outbox).await
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,397 @@
+//! [`Session`]: one connected peer and the rules of the protocol, i.e. who may do
+//! what. Each method turns one client request into store operations and bus
+//! events, and returns the direct [`Reply`].
+//!
+//! A session remembers only what it needs to clean up after its peer (its rooms,
+//! the offers it made, the offers it answered); everything shared lives in the
+//! store, so any process can serve any peer.
+
+use std::collections::{HashMap, HashSet};
+
+use switchboard_proto::{
+    Candidate, ClientMessage, CloseReason, OfferId, PeerId, PendingOffer, Req, RoomId, Sdp,
+    ServerMessage,
+};
+
+use crate::api::RoomSession;
+use crate::bus::Bus;
+use crate::error::RoomError;
+use crate::event::{Event, Topic, offer_visible_to};
+use crate::outbox::Outbox;
+use crate::room::Room;
+use crate::store::{AddCandidate, Claim, OfferRecord, Store};
+
+/// The direct result of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Joined {
+        room: RoomId,
+        offers: Vec<PendingOffer>,
+    },
+    OfferCreated {
+        offer_id: OfferId,
+    },
+    Answered {
+        offer_id: OfferId,
+        candidates: Vec<Candidate>,
+    },
+    Pong,
+    /// Done, nothing to report (`ok` when the request had a `req`).
+    Done,
+}
+
+impl Reply {
+    /// The reply frame for a request tagged `req`; `None` when there is nothing to
+    /// send (a bare `ok` is only sent to requests that carry a `req`).
+    pub fn into_message(self, req: Option<Req>) -> Option<ServerMessage> {
+        Some(match self {
+            Reply::Joined { room, offers } => ServerMessage::Joined { req, room, offers },
+            Reply::OfferCreated { offer_id } => ServerMessage::OfferCreated { req, offer_id },
+            Reply::Answered {
+                offer_id,
+                candidates,
+            } => ServerMessage::Answered {
+                req,
+                offer_id,
+                candidates,
+            },
+            Reply::Pong => ServerMessage::Pong { req },
+            Reply::Done => ServerMessage::Ok { req: req? },
+        })
+    }
+}
+
+/// One connected peer's view of the rooms.
+#[derive(Debug)]
+pub struct Session<S, B> {
+    room: Room<S, B>,
+    peer: PeerId,
+    rooms: HashSet<RoomId>,
+    /// Offers this peer made (pending or answered), with their room.
+    made: HashMap<OfferId, RoomId>,
+    /// Offers this peer answered, with their room.
+    answered: HashMap<OfferId, RoomId>,
+}
+
+impl<S: Store, B: Bus> Session<S, B> {
+    pub(crate) async fn open(
+        room: Room<S, B>,
+        peer: PeerId,
+        outbox: Outbox,
+    ) -> Result<Self, RoomError> {
+        room.hub().attach(peer, outbox);
+        if let Err(err) = room.bus().subscribe(&Topic::Peer(peer)).await {
+            room.hub().detach(&peer, []);
+            return Err(err.into());
+        }
+        Ok(Self {
+            room,
+            peer,
+            rooms: HashSet::new(),
+            made: HashMap::new(),
+            answered: HashMap::new(),
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    async fn join(&mut self, room: RoomId) -> Result<Reply, RoomError> {
+        if !self.rooms.contains(&room) {
+            if self.rooms.len() >= self.room.config().max_rooms_per_peer {
+                return Err(RoomError::TooLarge(
+                    "in too many rooms at once; leave one first",
+                ));
+            }
+            self.room.hub().join(&room, self.peer);
+            let topic = Topic::Room(room.clone());
+            if let Err(err) = self.room.bus().subscribe(&topic).await {
+                self.room.hub().leave(&room, &self.peer);
+                return Err(err.into());
+            }
+            self.rooms.insert(room.clone());
+            let event = Event::PeerJoined {
+                room: room.clone(),
+                peer: self.peer,
+            };
+            self.room.bus().publish(&topic, event).await?;
+        }
+        let offers = self
+            .room
+            .store()
+            .room_offers(&room)
+            .await?
+            .into_iter()
+            .filter(|(o, _)| offer_visible_to(&self.peer, &o.caller, o.to.as_ref()))
+            .map(|(o, candidates)| PendingOffer {
+                offer_id: o.id,
+                from: o.caller,
+                sdp: o.sdp,
+                candidates,
+            })
+            .collect();
+        Ok(Reply::Joined { room, offers })
+    }
+
+    async fn leave(&mut self, room: RoomId) -> Result<Reply, RoomError> {
+        if !self.rooms.contains(&room) {
+            return Err(RoomError::NotInRoom);
+        }
+        let ids: Vec<OfferId> = (self.made.iter().chain(&self.answered))
+            .filter(|(_, r)| **r == room)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end(&id, CloseReason::OffererLeft).await?;
+        }
+        self.leave_room(room).await?;
+        Ok(Reply::Done)
+    }
+
+    async fn leave_room(&mut self, room: RoomId) -> Result<(), RoomError> {
+        self.rooms.remove(&room);
+        self.room.hub().leave(&room, &self.peer);
+        let topic = Topic::Room(room.clone());
+        let event = Event::PeerLeft {
+            room,
+            peer: self.peer,
+        };
+        self.room.bus().publish(&topic, event).await?;
+        self.room.bus().unsubscribe(&topic).await?;
+        Ok(())
+    }
+
+    async fn offer(
+        &mut self,
+        room: RoomId,
+        sdp: Sdp,
+        to: Option<PeerId>,
+    ) -> Result<Reply, RoomError> {
+        if !self.rooms.contains(&room) {
+            return Err(RoomError::NotInRoom);
+        }
+        if to == Some(self.peer) {
+            return Err(RoomError::NotAllowed(
+                "you cannot address an offer to yourself",
+            ));
+        }
+        let max = self.room.config().max_offers_per_peer;
+        if self.made.len() >= max {
+            prune(&self.room, &mut self.made).await?;
+            if self.made.len() >= max {
+                return Err(RoomError::TooLarge(
+                    "too many live offers; hang up one first",
+                ));
+            }
+        }
+        let record = OfferRecord {
+            id: OfferId::random(),
+            room: room.clone(),
+            caller: self.peer,
+            to,
+            sdp,
+            answerer: None,
+        };
+        let ttl = self.room.config().offer_ttl;
+        self.room.store().insert_offer(&record, ttl).await?;
+        self.made.insert(record.id, room.clone());
+        let offer_id = record.id;
+        let event = Event::Offer {
+            room: room.clone(),
+            to,
+            offer: PendingOffer {
+                offer_id,
+                from: self.peer,
+                sdp: record.sdp,
+                candidates: Vec::new(),
+            },
+        };
+        self.room.bus().publish(&Topic::Room(room), event).await?;
+        Ok(Reply::OfferCreated { offer_id })
+    }
+
+    async fn candidate(
+        &mut self,
+        offer_id: OfferId,
+        candidate: Candidate,
+    ) -> Result<Reply, RoomError> {
+        let max = self.room.config().max_buffered_candidates;
+        let added = self
+            .room
+            .store()
+            .add_candidate(&offer_id, &self.peer, &candidate, max)
+            .await?;
+        match added {
+            AddCandidate::Buffered => Ok(Reply::Done),
+            AddCandidate::BufferFull => Err(RoomError::TooLarge(
+                "this offer already holds the most candidates it can buffer",
+            )),
+            AddCandidate::NotFound => Err(RoomError::OfferNotFound),
+            AddCandidate::NotBuffered(record) => {
+                let Some(other) = record.counterpart(&self.peer) else {
+                    return Err(RoomError::NotAllowed(
+                        "only the caller may send candidates for a pending offer, and only the two parties once it is answered",
+                    ));
+                };
+                let relay = ServerMessage::Candidate {
+                    offer_id,
+                    from: self.peer,
+                    candidate,
+                };
+                self.room.send_to(other, relay).await?;
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    async fn answer(&mut self, offer_id: OfferId, sdp: Sdp) -> Result<Reply, RoomError> {
+        let record = self
+            .room
+            .store()
+            .offer(&offer_id)
+            .await?
+            .ok_or(RoomError::OfferNotFound)?;
+        if record.caller == self.peer {
+            return Err(RoomError::NotAllowed("you cannot answer your own offer"));
+        }
+        if record.to.is_some_and(|to| to != self.peer) {
+            return Err(RoomError::NotAllowed(
+                "this offer is addressed to another peer",
+            ));
+        }
+        if !self.rooms.contains(&record.room) {
+            return Err(RoomError::NotInRoom);
+        }
+        if !record.is_pending() {
+            return Err(RoomError::OfferTaken);
+        }
+        let call_ttl = self.room.config().call_ttl;
+        let candidates = match self
+            .room
+            .store()
+            .claim(&offer_id, &self.peer, call_ttl)
+            .await?
+        {
+            Claim::Won(candidates) => candidates,
+            Claim::Taken => return Err(RoomError::OfferTaken),
+            Claim::NotFound => return Err(RoomError::OfferNotFound),
+        };
+        if self.answered.len() >= 4 * self.room.config().max_offers_per_peer {
+            prune(&self.room, &mut self.answered).await?;
+        }
+        self.answered.insert(offer_id, record.room.clone());
+        let answer = ServerMessage::Answer {
+            offer_id,
+            from: self.peer,
+            sdp,
+        };
+        self.room.send_to(record.caller, answer).await?;
+        let closed = Event::OfferClosed {
+            offer_id,
+            room: record.room.clone(),
+            caller: record.caller,
+            to: record.to,
+            answerer: Some(self.peer),
+            reason: CloseReason::Answered,
+        };
+        self.room
+            .bus()
+            .publish(&Topic::Room(record.room), closed)
+            .await?;
+        Ok(Reply::Answered {
+            offer_id,
+            candidates,
+        })
+    }
+
+    async fn hangup(&mut self, offer_id: OfferId) -> Result<Reply, RoomError> {
+        let record = self
+            .room
+            .store()
+            .offer(&offer_id)
+            .await?
+            .ok_or(RoomError::OfferNotFound)?;
+        let allowed = match record.is_pending() {
+            true => record.caller == self.peer,
+            false => record.counterpart(&self.peer).is_some(),
+        };
+        if !allowed {
+            return Err(RoomError::NotAllowed(
+                "only the caller may withdraw a pending offer, and only the two parties may end a call",
+            ));
+        }
+        self.end(&offer_id, CloseReason::Withdrawn).await?;
+        Ok(Reply::Done)
+    }
+
+    /// Removes one of this peer's offers or calls and tells the others.
+    async fn end(&mut self, offer_id: &OfferId, reason: CloseReason) -> Result<(), RoomError> {
+        self.made.remove(offer_id);
+        self.answered.remove(offer_id);
+        if let Some(record) = self.room.store().remove_offer(offer_id).await? {
+            self.room.retire(record, Some(self.peer), reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Clean-up when the peer disconnects; best effort, every step is attempted.
+    async fn disconnect(mut self) {
+        let ids: Vec<OfferId> = self
+            .made
+            .keys()
+            .chain(self.answered.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            if let Err(err) = self.end(&id, CloseReason::OffererLeft).await {
+                tracing::warn!(peer_id = %self.peer, offer_id = %id, error = %err, "could not end offer on disconnect");
+            }
+        }
+        let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
+        for room in rooms {
+            if let Err(err) = self.leave_room(room.clone()).await {
+                tracing::warn!(peer_id = %self.peer, %room, error = %err, "could not leave room on disconnect");
+            }
+        }
+        self.room.hub().detach(&self.peer, []);
+        if let Err(err) = self.room.bus().unsubscribe(&Topic::Peer(self.peer)).await {
+            tracing::warn!(peer_id = %self.peer, error = %err, "could not unsubscribe on disconnect");
+        }
+    }
+}
+
+/// Keeps only the entries whose offer or call is still live.
+async fn prune<S: Store, B: Bus>(
+    room: &Room<S, B>,
+    entries: &mut HashMap<OfferId, RoomId>,
+) -> Result<(), RoomError> {
+    let ids: Vec<OfferId> = entries.keys().copied().collect();
+    for id in ids {
+        if room.store().offer(&id).await?.is_none() {
+            entries.remove(&id);
+        }
+    }
+    Ok(())
+}
+
+impl<S: Store, B: Bus> RoomSession for Session<S, B> {
+    async fn handle(&mut self, msg: ClientMessage) -> Result<Reply, RoomError> {
+        match msg {
+            ClientMessage::Join { room } => self.join(room).await,
+            ClientMessage::Leave { room } => self.leave(room).await,
+            ClientMessage::Offer { room, sdp, to } => self.offer(room, sdp, to).await,
+            ClientMessage::Candidate {
+                offer_id,
+                candidate,
+            } => self.candidate(offer_id, candidate).await,
+            ClientMessage::Answer { offer_id, sdp } => self.answer(offer_id, sdp).await,
+            ClientMessage::Hangup { offer_id } => self.hangup(offer_id).await,
+            ClientMessage::Ping => Ok(Reply::Pong),
+        }
+    }
+
+    async fn close(self) {
+        self.disconnect().await
+    }
+}

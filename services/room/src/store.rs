@@ -1,0 +1,124 @@
+//! The store: where pending offers, their buffered candidates and answered calls
+//! live. Every operation maps onto one Redis command, transaction or script (named
+//! on each method) so the Redis backend is a translation, not a second design; the
+//! rules (who may do what) stay in [`crate::Session`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
+
+use crate::error::BackendError;
+
+pub mod memory;
+
+/// A pending offer or, once answered, the call it became.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferRecord {
+    pub id: OfferId,
+    pub room: RoomId,
+    pub caller: PeerId,
+    /// Only this peer may see and answer the offer.
+    pub to: Option<PeerId>,
+    pub sdp: Sdp,
+    /// `None` while pending.
+    pub answerer: Option<PeerId>,
+}
+
+impl OfferRecord {
+    pub fn is_pending(&self) -> bool {
+        self.answerer.is_none()
+    }
+
+    /// The other party of an answered call, if `peer` is one of its two parties.
+    pub fn counterpart(&self, peer: &PeerId) -> Option<PeerId> {
+        let answerer = self.answerer?;
+        match *peer {
+            p if p == self.caller => Some(answerer),
+            p if p == answerer => Some(self.caller),
+            _ => None,
+        }
+    }
+}
+
+/// Outcome of [`Store::add_candidate`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddCandidate {
+    /// Appended to the pending offer's buffer.
+    Buffered,
+    /// The pending offer already holds the maximum number of candidates.
+    BufferFull,
+    /// Not buffered: the offer is answered or `from` is not its caller. The record
+    /// lets the caller of this method decide what to do instead.
+    NotBuffered(OfferRecord),
+    NotFound,
+}
+
+/// Outcome of [`Store::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This answerer won; the caller's buffered candidates, in order.
+    Won(Vec<Candidate>),
+    Taken,
+    NotFound,
+}
+
+/// Where offers and calls are kept.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new pending offer for `ttl` and indexes it under its room.
+    /// Redis: `MULTI; HSET offer; PEXPIRE offer; SADD room-offers; ZADD expiries; EXEC`.
+    fn insert_offer(
+        &self,
+        offer: &OfferRecord,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// A live offer or call. Redis: `HGETALL`.
+    fn offer(
+        &self,
+        id: &OfferId,
+    ) -> impl Future<Output = Result<Option<OfferRecord>, BackendError>> + Send;
+
+    /// A room's pending offers with their buffered candidates, oldest first.
+    /// Redis: `SMEMBERS room-offers`, then `HGETALL` + `LRANGE` pipelined.
+    fn room_offers(
+        &self,
+        room: &RoomId,
+    ) -> impl Future<Output = Result<Vec<(OfferRecord, Vec<Candidate>)>, BackendError>> + Send;
+
+    /// Appends `candidate` to the buffer of a pending offer if `from` is its caller
+    /// and the buffer holds fewer than `max`. Redis: one Lua script (`RPUSH`).
+    fn add_candidate(
+        &self,
+        id: &OfferId,
+        from: &PeerId,
+        candidate: &Candidate,
+        max: usize,
+    ) -> impl Future<Output = Result<AddCandidate, BackendError>> + Send;
+
+    /// Atomically turns a pending offer into a call answered by `answerer`, kept for
+    /// `call_ttl`, and takes its buffered candidates. Exactly one claim wins.
+    /// Redis: one Lua script (`HSETNX answerer`, `PEXPIRE`, `SREM`, `ZREM`, `LRANGE`+`DEL`).
+    fn claim(
+        &self,
+        id: &OfferId,
+        answerer: &PeerId,
+        call_ttl: Duration,
+    ) -> impl Future<Output = Result<Claim, BackendError>> + Send;
+
+    /// Removes an offer or call; returns it if it was live, so that of two
+    /// concurrent removals exactly one sees it. Redis: one Lua script.
+    fn remove_offer(
+        &self,
+        id: &OfferId,
+    ) -> impl Future<Output = Result<Option<OfferRecord>, BackendError>> + Send;
+
+    /// Removes up to `max` pending offers whose TTL has passed and returns them
+    /// (each to exactly one caller, however many replicas sweep). Answered calls
+    /// past their TTL are dropped silently. Redis: one Lua script over the
+    /// expiry sorted set.
+    fn take_expired(
+        &self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<OfferRecord>, BackendError>> + Send;
+}

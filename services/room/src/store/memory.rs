@@ -1,0 +1,202 @@
+//! The in-memory [`Store`], for the embedded mode and a single room replica.
+//!
+//! One mutex over plain maps (never held across an `.await`, so every operation is
+//! atomic just as its Redis counterpart is). Time comes from `tokio::time`, so tests
+//! can pause the clock and jump past a TTL.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use switchboard_proto::{Candidate, OfferId, PeerId, RoomId};
+use tokio::time::Instant;
+
+use super::{AddCandidate, Claim, OfferRecord, Store};
+use crate::error::BackendError;
+
+/// Offers and calls in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    offers: HashMap<OfferId, Entry>,
+    /// Pending offers per room.
+    rooms: HashMap<RoomId, HashSet<OfferId>>,
+    /// When each offer or call expires.
+    deadlines: BTreeSet<(Instant, OfferId)>,
+    /// Insertion counter, to list a room's offers oldest first.
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: OfferRecord,
+    candidates: Vec<Candidate>,
+    deadline: Instant,
+    seq: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update below leaves the maps consistent before it can panic.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    /// The entry, unless it has expired (expired entries wait for the sweeper).
+    fn live(&mut self, id: &OfferId) -> Option<&mut Entry> {
+        let now = Instant::now();
+        self.offers.get_mut(id).filter(|e| e.deadline > now)
+    }
+
+    fn remove(&mut self, id: &OfferId) -> Option<Entry> {
+        let entry = self.offers.remove(id)?;
+        self.deadlines.remove(&(entry.deadline, *id));
+        self.unindex(&entry.record.room, id);
+        Some(entry)
+    }
+
+    /// Drops `id` from its room's pending offers.
+    fn unindex(&mut self, room: &RoomId, id: &OfferId) {
+        if let Some(offers) = self.rooms.get_mut(room) {
+            offers.remove(id);
+            if offers.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    async fn insert_offer(&self, offer: &OfferRecord, ttl: Duration) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let deadline = Instant::now() + ttl;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.deadlines.insert((deadline, offer.id));
+        state
+            .rooms
+            .entry(offer.room.clone())
+            .or_default()
+            .insert(offer.id);
+        let entry = Entry {
+            record: offer.clone(),
+            candidates: Vec::new(),
+            deadline,
+            seq,
+        };
+        state.offers.insert(offer.id, entry);
+        Ok(())
+    }
+
+    async fn offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
+        Ok(self.state().live(id).map(|e| e.record.clone()))
+    }
+
+    async fn room_offers(
+        &self,
+        room: &RoomId,
+    ) -> Result<Vec<(OfferRecord, Vec<Candidate>)>, BackendError> {
+        let state = self.state();
+        let now = Instant::now();
+        let mut offers: Vec<&Entry> = state
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.offers.get(id))
+            .filter(|e| e.deadline > now)
+            .collect();
+        offers.sort_by_key(|e| e.seq);
+        Ok(offers
+            .into_iter()
+            .map(|e| (e.record.clone(), e.candidates.clone()))
+            .collect())
+    }
+
+    async fn add_candidate(
+        &self,
+        id: &OfferId,
+        from: &PeerId,
+        candidate: &Candidate,
+        max: usize,
+    ) -> Result<AddCandidate, BackendError> {
+        let mut state = self.state();
+        let Some(entry) = state.live(id) else {
+            return Ok(AddCandidate::NotFound);
+        };
+        Ok(
+            if !entry.record.is_pending() || entry.record.caller != *from {
+                AddCandidate::NotBuffered(entry.record.clone())
+            } else if entry.candidates.len() >= max {
+                AddCandidate::BufferFull
+            } else {
+                entry.candidates.push(candidate.clone());
+                AddCandidate::Buffered
+            },
+        )
+    }
+
+    async fn claim(
+        &self,
+        id: &OfferId,
+        answerer: &PeerId,
+        call_ttl: Duration,
+    ) -> Result<Claim, BackendError> {
+        let mut state = self.state();
+        let Some(entry) = state.live(id) else {
+            return Ok(Claim::NotFound);
+        };
+        if !entry.record.is_pending() {
+            return Ok(Claim::Taken);
+        }
+        entry.record.answerer = Some(*answerer);
+        let candidates = std::mem::take(&mut entry.candidates);
+        let (room, old_deadline) = (entry.record.room.clone(), entry.deadline);
+        entry.deadline = Instant::now() + call_ttl;
+        let new_deadline = entry.deadline;
+        state.deadlines.remove(&(old_deadline, *id));
+        state.deadlines.insert((new_deadline, *id));
+        state.unindex(&room, id);
+        Ok(Claim::Won(candidates))
+    }
+
+    async fn remove_offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
+        let mut state = self.state();
+        if state.live(id).is_none() {
+            return Ok(None);
+        }
+        Ok(state.remove(id).map(|e| e.record))
+    }
+
+    async fn take_expired(&self, max: usize) -> Result<Vec<OfferRecord>, BackendError> {
+        let mut state = self.state();
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        while expired.len() < max {
+            let Some(&(deadline, id)) = state.deadlines.first() else {
+                break;
+            };
+            if deadline > now {
+                break;
+            }
+            state.deadlines.pop_first();
+            if let Some(entry) = state.remove(&id) {
+                if entry.record.is_pending() {
+                    expired.push(entry.record);
+                }
+            }
+        }
+        Ok(expired)
+    }
+}

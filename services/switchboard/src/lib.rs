@@ -1,0 +1,13 @@
+//! The `switchboard` binary's library half: command line, logging, signals and
+//! the ways to run the service. `main` only parses arguments and calls in here,
+//! and tests start servers through the same functions.
+//!
+//! * [`cli`]: the command line (a contract: see `docs/OPERATIONS.md`).
+//! * [`standalone`]: edge + room logic + in-memory store in one process.
+//! * [`logging`]: `tracing` set-up, text or JSON.
+//! * [`signal`]: SIGTERM/SIGINT to a cancellation token.
+
+pub mod cli;
+pub mod logging;
+pub mod signal;
+pub mod standalone;

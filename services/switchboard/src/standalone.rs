@@ -1,0 +1,28 @@
+//! The standalone server: one process with the edge, the room logic and the
+//! in-memory store. What `cargo run --release` starts.
+
+use std::io;
+
+use switchboard_edge::EdgeConfig;
+use switchboard_room::{Room, RoomConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Runs the standalone server on `listener` until `shutdown`, then drains.
+pub async fn run(
+    listener: TcpListener,
+    edge: EdgeConfig,
+    room: RoomConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let rooms = Room::in_memory(room);
+    let tasks = TaskTracker::new();
+    tasks.spawn(rooms.clone().run_expiry(shutdown.clone()));
+    let served = switchboard_edge::serve(listener, rooms, edge, shutdown.clone()).await;
+    // The edge stops only on shutdown or a fatal error; either way, stop the rest.
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    served
+}
