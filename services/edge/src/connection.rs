@@ -259,20 +259,26 @@ impl Connection {
         }
     }
 
-    /// Sends the close frame `end` calls for (best effort, bounded in time).
+    /// Sends the close frame `end` calls for, then lingers (reading and
+    /// discarding) until the client answers with its own close: closing a socket
+    /// with unread input resets it, and the client would never see our reason.
+    /// Bounded in time.
     async fn close(&mut self, end: End) {
-        let pending = match end.close_frame() {
-            Some((code, reason)) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: reason.into(),
-                };
-                self.socket.send(Message::Close(Some(frame)))
-            }
+        let Some((code, reason)) = end.close_frame() else {
             // Flushes tungstenite's automatic reply to a client's close.
-            None => self.socket.send(Message::Close(None)),
+            let _ = timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(None))).await;
+            return;
         };
-        let _ = timeout(CLOSE_TIMEOUT, pending).await;
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            self.socket.send(Message::Close(Some(frame))).await?;
+            while let Some(Ok(_)) = self.socket.recv().await {}
+            Ok::<_, axum::Error>(())
+        })
+        .await;
     }
 }
 

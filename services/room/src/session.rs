@@ -395,3 +395,6 @@ impl<S: Store, B: Bus> RoomSession for Session<S, B> {
         self.disconnect().await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,45 @@
+//! Shared harness of the integration tests: real servers on `127.0.0.1:0`, and
+//! a WebSocket test client that speaks `switchboard-proto` types.
+//!
+//! Every wait has a deadline ([`DEADLINE`]); nothing sleeps to synchronise.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+pub mod client;
+pub mod cluster;
+pub mod raw;
+
+pub use client::Client;
+pub use cluster::Cluster;
+
+use std::time::Duration;
+
+/// The longest any single expected event may take.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A syntactically valid SDP of roughly `len` bytes.
+pub fn sdp(label: &str, len: usize) -> switchboard_proto::Sdp {
+    let mut text = format!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns={label}\r\n");
+    while text.len() < len {
+        text.push_str("a=x-padding:0123456789abcdef0123456789abcdef\r\n");
+    }
+    switchboard_proto::Sdp::parse(&text).expect("valid sdp")
+}
+
+/// A host candidate whose line carries `n`, so tests can tell candidates apart.
+pub fn candidate(n: u32) -> switchboard_proto::Candidate {
+    switchboard_proto::Candidate {
+        candidate: format!(
+            "candidate:{n} 1 udp 2122260223 127.0.0.1 {} typ host",
+            40000 + n
+        ),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: Some("ufrag".into()),
+    }
+}
+
+/// `join` as a message.
+pub fn room(name: &str) -> switchboard_proto::RoomId {
+    name.parse().expect("valid room name")
+}
