@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every check and test of Switchboard: formatting, lints, unit, property
+# and integration tests. Installs what it needs when it is missing, so it passes
+# on a fresh machine. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- tools -------------------------------------------------------------------
+ensure_rust_component() {
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    step "installing rust component $2"
+    rustup component add "$2"
+  fi
+}
+ensure_rust_component fmt rustfmt
+ensure_rust_component clippy clippy
+
+# --- checks ------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
