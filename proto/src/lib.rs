@@ -6,6 +6,8 @@
 //! * [`client`]: browser → server messages, and the parser that turns a text frame
 //!   into a typed [`client::ClientFrame`] or a typed error.
 //! * [`server`]: server → browser messages.
+//! * [`pb`]: the edge ↔ room gRPC and room ↔ room bus types (protobuf), with
+//!   conversions to and from the types above.
 //!
 //! The edge, the room logic, the tests and the load tester all speak these types;
 //! nobody builds protocol JSON by hand.
@@ -14,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod ids;
 pub mod payload;
+pub mod pb;
 pub mod server;
 
 pub use client::{ClientFrame, ClientMessage, ParseError};

@@ -101,11 +101,28 @@ impl TryFrom<CandidateFields> for Candidate {
     type Error = FieldError;
 
     fn try_from(c: CandidateFields) -> Result<Self, Self::Error> {
+        Self::new(
+            c.candidate,
+            c.sdp_mid,
+            c.sdp_m_line_index,
+            c.username_fragment,
+        )
+    }
+}
+
+impl Candidate {
+    /// A candidate, if every field is within its size limit.
+    pub fn new(
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_m_line_index: Option<u16>,
+        username_fragment: Option<String>,
+    ) -> Result<Self, FieldError> {
         let too_long =
             |s: &Option<String>| s.as_ref().is_some_and(|s| s.len() > Self::MAX_FIELD_BYTES);
-        if c.candidate.len() > Self::MAX_CANDIDATE_BYTES
-            || too_long(&c.sdp_mid)
-            || too_long(&c.username_fragment)
+        if candidate.len() > Self::MAX_CANDIDATE_BYTES
+            || too_long(&sdp_mid)
+            || too_long(&username_fragment)
         {
             return Err(FieldError::new(
                 ErrorCode::TooLarge,
@@ -117,10 +134,10 @@ impl TryFrom<CandidateFields> for Candidate {
             ));
         }
         Ok(Self {
-            candidate: c.candidate,
-            sdp_mid: c.sdp_mid,
-            sdp_m_line_index: c.sdp_m_line_index,
-            username_fragment: c.username_fragment,
+            candidate,
+            sdp_mid,
+            sdp_m_line_index,
+            username_fragment,
         })
     }
 }
