@@ -38,7 +38,7 @@
   let nextReq = 1;
   const pending = new Map();      // req -> {resolve, reject}
   const offers = new Map();       // offer_id -> {offer_id, from, sdp, candidates}
-  const closedOffers = new Set(); // offer ids seen closed (guards against late re-adds)
+  const closedOffers = new Map(); // offer id -> close reason (guards against late re-adds)
   const early = new Map();        // offer_id -> events that arrived before our offer_created
   const peers = new Set();
   let targetRoom = params.get('room') || 'lobby';
@@ -204,7 +204,7 @@
   }
 
   function onOfferClosed(msg) {
-    closedOffers.add(msg.offer_id);
+    closedOffers.set(msg.offer_id, msg.reason);
     offers.delete(msg.offer_id);
     updateOffers();
     if (call && call.role === 'caller' && call.offerId === msg.offer_id && !call.answered) {
@@ -346,6 +346,7 @@
       log('call failed:', e.code || e.name, e.message);
       if (c === call) endCall('error', null);
       if (e.code === 'disconnected') return false; // the connection error is already shown
+      setStatus('Call not started.');
       setError(e.code === 'media' ? e.message : 'Call failed: ' + (e.code || e.name || '') + ' ' + e.message, e.code);
       return false;
     }
@@ -383,7 +384,11 @@
   async function answerOffer(offerId) {
     if (call) { setError('Only one call at a time — hang up first.'); return false; }
     const offer = offers.get(offerId);
-    if (!offer) { setError('That offer is no longer available.'); return false; }
+    if (!offer) {
+      if (closedOffers.get(offerId) === 'answered') setError('Someone else already answered this offer.', 'offer_taken');
+      else setError('That offer is no longer available.', 'offer_not_found');
+      return false;
+    }
     const c = newCall('callee');
     c.offerId = S.offerId = offerId;
     try {
@@ -414,6 +419,7 @@
         updateOffers();
       }
       if (e.code === 'disconnected') return false;
+      setStatus('Could not answer offer ' + offerId + '.');
       if (e.code === 'offer_taken') setError('Someone else already answered this offer.', 'offer_taken');
       else if (e.code === 'media') setError(e.message, 'media');
       else setError('Answer failed: ' + (e.code || e.name || '') + ' ' + e.message, e.code);
