@@ -13,9 +13,14 @@ use crate::error::BackendError;
 use crate::event::{Event, Topic};
 
 pub mod memory;
+pub mod redis;
 
 /// Publish/subscribe between every process serving the same rooms.
 pub trait Bus: Send + Sync + 'static {
+    /// Proves the whole path works: an event published now comes back through
+    /// this process's subscription (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// Starts receiving the events of `topic`; resolves once they flow.
     fn subscribe(&self, topic: &Topic) -> impl Future<Output = Result<(), BackendError>> + Send;
 

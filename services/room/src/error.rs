@@ -1,5 +1,7 @@
 //! Errors of the room logic, each mapped once to a protocol error code.
 
+use std::borrow::Cow;
+
 use switchboard_proto::ErrorCode;
 
 /// A backend (store or bus) failed; the request may be retried later.
@@ -17,11 +19,14 @@ pub enum RoomError {
     #[error("the offer was already answered")]
     OfferTaken,
     #[error("{0}")]
-    NotAllowed(&'static str),
+    NotAllowed(Cow<'static, str>),
     #[error("{0}")]
-    TooLarge(&'static str),
+    TooLarge(Cow<'static, str>),
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] BackendError),
+    /// A refusal that came from another process (a room replica) as code + text.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
 }
 
 impl RoomError {
@@ -33,7 +38,21 @@ impl RoomError {
             Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::TooLarge(_) => ErrorCode::TooLarge,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Remote { code, .. } => *code,
         }
+    }
+
+    pub(crate) fn not_allowed(why: &'static str) -> Self {
+        Self::NotAllowed(Cow::Borrowed(why))
+    }
+
+    pub(crate) fn too_large(why: &'static str) -> Self {
+        Self::TooLarge(Cow::Borrowed(why))
+    }
+
+    /// The room service cannot be reached.
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        Self::Unavailable(BackendError(why.into()))
     }
 }
 

@@ -7,6 +7,8 @@
 //! sees its own offer, a targeted offer is seen only by its target, nobody is told
 //! about their own arrival. The same rule decides what `joined.offers` lists.
 
+use switchboard_proto::error::FieldError;
+use switchboard_proto::pb::{self, bus_event::Kind, convert};
 use switchboard_proto::{CloseReason, OfferId, PeerId, PendingOffer, RoomId, ServerMessage};
 
 /// Where an event is published.
@@ -108,6 +110,78 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The protobuf form published on a Redis channel.
+    pub fn to_pb(&self) -> pb::BusEvent {
+        let presence = |room: &RoomId, peer: &PeerId| pb::Presence {
+            room: room.to_string(),
+            peer_id: peer.to_string(),
+        };
+        let kind = match self {
+            Event::Direct(msg) => Kind::Direct(msg.to_event().unwrap_or_default()),
+            Event::Offer { room, to, offer } => Kind::Offer(pb::RoomOffer {
+                room: room.to_string(),
+                to: to.map(|p| p.to_string()),
+                offer: Some(offer.into()),
+            }),
+            Event::OfferClosed {
+                offer_id,
+                room,
+                caller,
+                to,
+                answerer,
+                reason,
+            } => Kind::OfferClosed(pb::RoomOfferClosed {
+                offer_id: offer_id.to_string(),
+                room: room.to_string(),
+                caller: caller.to_string(),
+                to: to.map(|p| p.to_string()),
+                answerer: answerer.map(|p| p.to_string()),
+                reason: pb::CloseReason::from(*reason).into(),
+            }),
+            Event::PeerJoined { room, peer } => Kind::PeerJoined(presence(room, peer)),
+            Event::PeerLeft { room, peer } => Kind::PeerLeft(presence(room, peer)),
+        };
+        pb::BusEvent { kind: Some(kind) }
+    }
+
+    /// An event received from the bus, validated like any other input. `Ok(None)`
+    /// for a bus-internal message (a readiness probe).
+    pub fn from_pb(event: pb::BusEvent) -> Result<Option<Event>, FieldError> {
+        let peer = |s: Option<String>| s.as_deref().map(convert::peer).transpose();
+        Ok(Some(
+            match event.kind.ok_or_else(|| convert::missing("event"))? {
+                Kind::Direct(event) => Event::Direct(event.try_into()?),
+                Kind::Offer(o) => Event::Offer {
+                    room: convert::room(&o.room)?,
+                    to: peer(o.to)?,
+                    offer: o
+                        .offer
+                        .ok_or_else(|| convert::missing("offer"))?
+                        .try_into()?,
+                },
+                Kind::OfferClosed(c) => Event::OfferClosed {
+                    offer_id: convert::offer_id(&c.offer_id)?,
+                    room: convert::room(&c.room)?,
+                    caller: convert::peer(&c.caller)?,
+                    to: peer(c.to)?,
+                    answerer: peer(c.answerer)?,
+                    reason: convert::close_reason(c.reason)?,
+                },
+                Kind::PeerJoined(p) => Event::PeerJoined {
+                    room: convert::room(&p.room)?,
+                    peer: convert::peer(&p.peer_id)?,
+                },
+                Kind::PeerLeft(p) => Event::PeerLeft {
+                    room: convert::room(&p.room)?,
+                    peer: convert::peer(&p.peer_id)?,
+                },
+                Kind::Probe(_) => return Ok(None),
+            },
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +229,38 @@ mod tests {
 
         let withdrawn = closed(caller, None, None, CloseReason::Withdrawn);
         assert!(!withdrawn.visible_to(&caller));
+    }
+
+    #[test]
+    fn events_survive_the_bus_encoding() {
+        let room: RoomId = "r".parse().expect("room");
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let sdp = switchboard_proto::Sdp::parse("v=0").expect("sdp");
+        let events = [
+            Event::Direct(ServerMessage::Hangup {
+                offer_id: OfferId::random(),
+                from: a,
+            }),
+            Event::Offer {
+                room: room.clone(),
+                to: Some(b),
+                offer: PendingOffer {
+                    offer_id: OfferId::random(),
+                    from: a,
+                    sdp,
+                    candidates: vec![],
+                },
+            },
+            closed(a, None, Some(b), CloseReason::Answered),
+            Event::PeerJoined {
+                room: room.clone(),
+                peer: a,
+            },
+            Event::PeerLeft { room, peer: b },
+        ];
+        for event in events {
+            assert_eq!(Event::from_pb(event.to_pb()).expect("valid"), Some(event));
+        }
     }
 
     #[test]

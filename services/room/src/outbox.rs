@@ -1,11 +1,12 @@
-//! A peer's bounded outbound queue.
+//! Where a peer's events go: its [`Outbox`].
 //!
-//! The room (through the [`crate::Hub`]) pushes messages without ever waiting: a
-//! peer whose queue is full is too slow to keep up, so instead of buffering without
-//! limit the outbox flags it as overflowed and the session that owns the receiving
-//! end disconnects it. Messages are shared (`Arc`) because one event often goes to
-//! several peers.
+//! The room (through the [`crate::Hub`]) pushes messages without ever waiting.
+//! An outbox is either a local bounded queue (the peer's WebSocket task drains
+//! it) or any other [`Deliver`] implementation, such as a gRPC stream to the
+//! peer's edge. Either way a full queue is never grown: the local queue marks
+//! its peer as overflowed (too slow, to be disconnected) and drops the message.
 
+use std::fmt;
 use std::sync::Arc;
 
 use switchboard_proto::ServerMessage;
@@ -13,37 +14,35 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-/// The sending side, held by the hub for one connected peer.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Arc<ServerMessage>>,
-    overflow: CancellationToken,
+/// Something that takes a peer's messages without waiting.
+pub trait Deliver: Send + Sync + fmt::Debug + 'static {
+    fn deliver(&self, msg: Arc<ServerMessage>);
 }
 
-/// The receiving side, owned by the peer's session task.
+/// The sending side, held by the hub for one connected peer.
+#[derive(Debug, Clone)]
+pub struct Outbox(Arc<dyn Deliver>);
+
+/// The receiving side of a local queue, owned by the peer's session task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
     rx: mpsc::Receiver<Arc<ServerMessage>>,
     overflow: CancellationToken,
 }
 
-impl Outbox {
-    /// A queue holding at most `capacity` messages.
-    pub fn channel(capacity: usize) -> (Outbox, OutboxReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let overflow = CancellationToken::new();
-        (
-            Outbox {
-                tx,
-                overflow: overflow.clone(),
-            },
-            OutboxReceiver { rx, overflow },
-        )
-    }
+/// The peer's queue overflowed: it is too slow and must be disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("outbound queue full")]
+pub struct Overflowed;
 
-    /// Queues `msg`; when the queue is full the peer is marked overflowed and the
-    /// message dropped (the peer is about to be disconnected). Never waits.
-    pub fn push(&self, msg: Arc<ServerMessage>) {
+#[derive(Debug)]
+struct Queue {
+    tx: mpsc::Sender<Arc<ServerMessage>>,
+    overflow: CancellationToken,
+}
+
+impl Deliver for Queue {
+    fn deliver(&self, msg: Arc<ServerMessage>) {
         match self.tx.try_send(msg) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
@@ -56,10 +55,28 @@ impl Outbox {
     }
 }
 
-/// The peer's queue overflowed: it is too slow and must be disconnected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("outbound queue full")]
-pub struct Overflowed;
+impl Outbox {
+    /// A local queue holding at most `capacity` messages.
+    pub fn channel(capacity: usize) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let overflow = CancellationToken::new();
+        let queue = Queue {
+            tx,
+            overflow: overflow.clone(),
+        };
+        (Outbox(Arc::new(queue)), OutboxReceiver { rx, overflow })
+    }
+
+    /// An outbox over any other delivery.
+    pub fn new(deliver: impl Deliver) -> Self {
+        Self(Arc::new(deliver))
+    }
+
+    /// Hands `msg` over; never waits.
+    pub fn push(&self, msg: Arc<ServerMessage>) {
+        self.0.deliver(msg)
+    }
+}
 
 impl OutboxReceiver {
     /// The next queued message, or [`Overflowed`] as soon as a push found the

@@ -14,7 +14,7 @@ use crate::error::RoomError;
 use crate::event::{Event, Topic};
 use crate::hub::Hub;
 use crate::outbox::Outbox;
-use crate::session::Session;
+use crate::session::{Session, SessionState};
 use crate::store::{OfferRecord, Store, memory::MemoryStore};
 
 /// Expired offers retired per sweep, at most (the next sweep takes the rest).
@@ -82,6 +82,30 @@ impl<S: Store, B: Bus> Room<S, B> {
 
     pub(crate) fn bus(&self) -> &B {
         &self.inner.bus
+    }
+
+    /// Opens a new session for `peer`.
+    pub async fn connect_session(
+        &self,
+        peer: PeerId,
+        outbox: Outbox,
+    ) -> Result<Session<S, B>, RoomError> {
+        Session::open(self.clone(), peer, outbox).await
+    }
+
+    /// Re-opens, on this replica, a session that lived on another one.
+    pub async fn resume(
+        &self,
+        peer: PeerId,
+        outbox: Outbox,
+        state: SessionState,
+    ) -> Result<Session<S, B>, RoomError> {
+        Session::resume(self.clone(), peer, outbox, state).await
+    }
+
+    /// Whether both backends answer (readiness).
+    pub async fn ready(&self) -> bool {
+        self.store().ping().await.is_ok() && self.bus().ping().await.is_ok()
     }
 
     /// Publishes a message for one peer.
@@ -160,10 +184,10 @@ impl<S: Store, B: Bus> RoomService for Room<S, B> {
     type Session = Session<S, B>;
 
     async fn connect(&self, peer: PeerId, outbox: Outbox) -> Result<Session<S, B>, RoomError> {
-        Session::open(self.clone(), peer, outbox).await
+        self.connect_session(peer, outbox).await
     }
 
     async fn ready(&self) -> bool {
-        true
+        Room::ready(self).await
     }
 }

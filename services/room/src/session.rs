@@ -61,6 +61,44 @@ impl Reply {
     }
 }
 
+/// What a session must remember to clean up after its peer. The edge keeps a
+/// copy (from the replies it relays) so that a session can move to another room
+/// replica and carry on; see [`crate::Room::resume`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionState {
+    pub rooms: Vec<RoomId>,
+    pub made: Vec<OfferId>,
+    pub answered: Vec<OfferId>,
+}
+
+impl SessionState {
+    /// Offers remembered per list, at most (older ones are long gone or pruned).
+    const MAX_OFFERS: usize = 64;
+
+    /// Updates the state after `msg` got `reply`.
+    pub fn record(&mut self, msg: &ClientMessage, reply: &Reply) {
+        fn remember(list: &mut Vec<OfferId>, id: OfferId) {
+            if list.len() >= SessionState::MAX_OFFERS {
+                list.remove(0);
+            }
+            list.push(id);
+        }
+        match (msg, reply) {
+            (_, Reply::Joined { room, .. }) if !self.rooms.contains(room) => {
+                self.rooms.push(room.clone())
+            }
+            (ClientMessage::Leave { room }, Reply::Done) => self.rooms.retain(|r| r != room),
+            (_, Reply::OfferCreated { offer_id }) => remember(&mut self.made, *offer_id),
+            (_, Reply::Answered { offer_id, .. }) => remember(&mut self.answered, *offer_id),
+            (ClientMessage::Hangup { offer_id }, Reply::Done) => {
+                self.made.retain(|id| id != offer_id);
+                self.answered.retain(|id| id != offer_id);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// One connected peer's view of the rooms.
 #[derive(Debug)]
 pub struct Session<S, B> {
@@ -93,14 +131,66 @@ impl<S: Store, B: Bus> Session<S, B> {
         })
     }
 
+    /// Re-opens a session that lived on another replica, from its `state`:
+    /// subscribes its rooms again (without announcing it) and keeps the offers
+    /// and calls that are still live.
+    pub(crate) async fn resume(
+        room: Room<S, B>,
+        peer: PeerId,
+        outbox: Outbox,
+        state: SessionState,
+    ) -> Result<Self, RoomError> {
+        let mut session = Self::open(room, peer, outbox).await?;
+        for name in state.rooms {
+            session.room.hub().join(&name, peer);
+            session.rooms.insert(name.clone());
+            session.room.bus().subscribe(&Topic::Room(name)).await?;
+        }
+        for (ids, into_answered) in [(state.made, false), (state.answered, true)] {
+            for id in ids {
+                if let Some(record) = session.room.store().offer(&id).await? {
+                    let map = if into_answered {
+                        &mut session.answered
+                    } else {
+                        &mut session.made
+                    };
+                    map.insert(id, record.room);
+                }
+            }
+        }
+        Ok(session)
+    }
+
     pub fn peer_id(&self) -> PeerId {
         self.peer
+    }
+
+    /// Lets go of the peer *without* cleaning up after it: its offers stay
+    /// pending and its calls open. For sessions whose edge vanished (the client
+    /// may come back through another edge) or that move to another replica.
+    pub async fn detach(self) {
+        self.room
+            .hub()
+            .detach(&self.peer, self.rooms.iter().cloned());
+        for room in &self.rooms {
+            if let Err(err) = self
+                .room
+                .bus()
+                .unsubscribe(&Topic::Room(room.clone()))
+                .await
+            {
+                tracing::debug!(peer_id = %self.peer, %room, error = %err, "unsubscribe failed on detach");
+            }
+        }
+        if let Err(err) = self.room.bus().unsubscribe(&Topic::Peer(self.peer)).await {
+            tracing::debug!(peer_id = %self.peer, error = %err, "unsubscribe failed on detach");
+        }
     }
 
     async fn join(&mut self, room: RoomId) -> Result<Reply, RoomError> {
         if !self.rooms.contains(&room) {
             if self.rooms.len() >= self.room.config().max_rooms_per_peer {
-                return Err(RoomError::TooLarge(
+                return Err(RoomError::too_large(
                     "in too many rooms at once; leave one first",
                 ));
             }
@@ -172,7 +262,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             return Err(RoomError::NotInRoom);
         }
         if to == Some(self.peer) {
-            return Err(RoomError::NotAllowed(
+            return Err(RoomError::not_allowed(
                 "you cannot address an offer to yourself",
             ));
         }
@@ -180,7 +270,7 @@ impl<S: Store, B: Bus> Session<S, B> {
         if self.made.len() >= max {
             prune(&self.room, &mut self.made).await?;
             if self.made.len() >= max {
-                return Err(RoomError::TooLarge(
+                return Err(RoomError::too_large(
                     "too many live offers; hang up one first",
                 ));
             }
@@ -224,13 +314,13 @@ impl<S: Store, B: Bus> Session<S, B> {
             .await?;
         match added {
             AddCandidate::Buffered => Ok(Reply::Done),
-            AddCandidate::BufferFull => Err(RoomError::TooLarge(
+            AddCandidate::BufferFull => Err(RoomError::too_large(
                 "this offer already holds the most candidates it can buffer",
             )),
             AddCandidate::NotFound => Err(RoomError::OfferNotFound),
-            AddCandidate::NotBuffered(record) => {
-                let Some(other) = record.counterpart(&self.peer) else {
-                    return Err(RoomError::NotAllowed(
+            AddCandidate::NotBuffered(parties) => {
+                let Some(other) = parties.counterpart(&self.peer) else {
+                    return Err(RoomError::not_allowed(
                         "only the caller may send candidates for a pending offer, and only the two parties once it is answered",
                     ));
                 };
@@ -253,10 +343,10 @@ impl<S: Store, B: Bus> Session<S, B> {
             .await?
             .ok_or(RoomError::OfferNotFound)?;
         if record.caller == self.peer {
-            return Err(RoomError::NotAllowed("you cannot answer your own offer"));
+            return Err(RoomError::not_allowed("you cannot answer your own offer"));
         }
         if record.to.is_some_and(|to| to != self.peer) {
-            return Err(RoomError::NotAllowed(
+            return Err(RoomError::not_allowed(
                 "this offer is addressed to another peer",
             ));
         }
@@ -317,7 +407,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             false => record.counterpart(&self.peer).is_some(),
         };
         if !allowed {
-            return Err(RoomError::NotAllowed(
+            return Err(RoomError::not_allowed(
                 "only the caller may withdraw a pending offer, and only the two parties may end a call",
             ));
         }

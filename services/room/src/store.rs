@@ -11,6 +11,7 @@ use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
 use crate::error::BackendError;
 
 pub mod memory;
+pub mod redis;
 
 /// A pending offer or, once answered, the call it became.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,28 @@ impl OfferRecord {
         self.answerer.is_none()
     }
 
+    pub fn parties(&self) -> Parties {
+        Parties {
+            caller: self.caller,
+            answerer: self.answerer,
+        }
+    }
+
+    /// The other party of an answered call, if `peer` is one of its two parties.
+    pub fn counterpart(&self, peer: &PeerId) -> Option<PeerId> {
+        self.parties().counterpart(peer)
+    }
+}
+
+/// Who an offer or call belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parties {
+    pub caller: PeerId,
+    /// `None` while the offer is pending.
+    pub answerer: Option<PeerId>,
+}
+
+impl Parties {
     /// The other party of an answered call, if `peer` is one of its two parties.
     pub fn counterpart(&self, peer: &PeerId) -> Option<PeerId> {
         let answerer = self.answerer?;
@@ -48,9 +71,9 @@ pub enum AddCandidate {
     Buffered,
     /// The pending offer already holds the maximum number of candidates.
     BufferFull,
-    /// Not buffered: the offer is answered or `from` is not its caller. The record
-    /// lets the caller of this method decide what to do instead.
-    NotBuffered(OfferRecord),
+    /// Not buffered: the offer is answered or `from` is not its caller. Its
+    /// parties let the caller of this method decide what to do instead.
+    NotBuffered(Parties),
     NotFound,
 }
 
@@ -65,6 +88,9 @@ pub enum Claim {
 
 /// Where offers and calls are kept.
 pub trait Store: Send + Sync + 'static {
+    /// Whether the store answers. Redis: `PING`.
+    fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// Stores a new pending offer for `ttl` and indexes it under its room.
     /// Redis: `MULTI; HSET offer; PEXPIRE offer; SADD room-offers; ZADD expiries; EXEC`.
     fn insert_offer(

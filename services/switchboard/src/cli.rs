@@ -40,6 +40,10 @@ pub struct Cli {
 pub enum Command {
     /// Edge + room logic + in-memory store in one process (the default).
     Standalone(StandaloneArgs),
+    /// The room service: room logic over gRPC, state in Redis.
+    Room(RoomServiceArgs),
+    /// A stateless WebSocket edge forwarding to room service replicas.
+    Edge(EdgeArgs),
 }
 
 impl Cli {
@@ -60,6 +64,70 @@ pub struct StandaloneArgs {
 
     #[command(flatten)]
     pub room: RoomArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RoomServiceArgs {
+    /// Address to serve gRPC (and gRPC health) on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis URL (`redis://host:6379/0`). Without it the state stays in this
+    /// process, which is then the only replica there may be.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key and channel (several deployments can share a Redis).
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard:")]
+    pub redis_prefix: String,
+
+    #[command(flatten)]
+    pub room: RoomArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Address to serve WebSockets, the demo page and health checks on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Room service replicas (`host:port` or `http://host:port`); repeat the
+    /// flag or separate with commas.
+    #[arg(
+        long = "room",
+        env = "SWITCHBOARD_ROOM",
+        value_name = "URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub rooms: Vec<String>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl EdgeArgs {
+    /// The replica URLs, each as `http://host:port`.
+    pub fn room_urls(&self) -> Result<Vec<String>, ConfigError> {
+        self.rooms
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let url = if s.contains("://") {
+                    s.to_owned()
+                } else {
+                    format!("http://{s}")
+                };
+                match url.parse::<tonic::transport::Uri>() {
+                    Ok(uri) if uri.scheme_str() == Some("http") && uri.port_u16().is_some() => {
+                        Ok(url)
+                    }
+                    _ => Err(ConfigError::RoomUrl(s.to_owned())),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Client-facing settings (standalone and edge).
@@ -129,6 +197,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub enum ConfigError {
     #[error("--ice-server {0:?}: expected a stun:, stuns:, turn: or turns: URL, or `none` alone")]
     IceServer(String),
+    #[error("--room {0:?}: expected host:port or http://host:port")]
+    RoomUrl(String),
 }
 
 impl ClientArgs {
@@ -193,7 +263,38 @@ mod tests {
     fn standalone(args: &[&str]) -> StandaloneArgs {
         match parse(args).expect("valid command line").command() {
             Command::Standalone(args) => args,
+            other => panic!("not standalone: {other:?}"),
         }
+    }
+
+    #[test]
+    fn room_and_edge_roles() {
+        let Command::Room(room) = parse(&["room", "--redis", "redis://127.0.0.1:1/"])
+            .expect("room")
+            .command()
+        else {
+            panic!("room")
+        };
+        assert_eq!(room.listen, "0.0.0.0:50051".parse().expect("addr"));
+        assert_eq!(room.redis_prefix, "switchboard:");
+        assert!(parse(&["edge"]).is_err(), "--room is required");
+        let Command::Edge(edge) = parse(&["edge", "--room", "a:1,http://b:2", "--room", "c:3"])
+            .expect("edge")
+            .command()
+        else {
+            panic!("edge")
+        };
+        assert_eq!(
+            edge.room_urls().expect("urls"),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        let Command::Edge(bad) = parse(&["edge", "--room", "nohost"])
+            .expect("edge")
+            .command()
+        else {
+            panic!("edge")
+        };
+        assert!(bad.room_urls().is_err());
     }
 
     #[test]

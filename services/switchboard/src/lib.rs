@@ -4,10 +4,12 @@
 //!
 //! * [`cli`]: the command line (a contract: see `docs/OPERATIONS.md`).
 //! * [`standalone`]: edge + room logic + in-memory store in one process.
+//! * [`distributed`]: the room service (gRPC + Redis) and the stateless edge.
 //! * [`logging`]: `tracing` set-up, text or JSON.
 //! * [`signal`]: SIGTERM/SIGINT to a cancellation token.
 
 pub mod cli;
+pub mod distributed;
 pub mod logging;
 pub mod signal;
 pub mod standalone;

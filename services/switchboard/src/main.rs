@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use switchboard::cli::{Cli, Command, StandaloneArgs};
+use switchboard::cli::{Cli, Command, EdgeArgs, RoomServiceArgs, StandaloneArgs};
+use switchboard::distributed::{self, Backend};
 use switchboard::{logging, signal, standalone};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,15 +19,47 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(signal::cancel_on_signal(shutdown.clone()));
     match cli.command() {
         Command::Standalone(args) => run_standalone(args, shutdown).await,
+        Command::Room(args) => run_room(args, shutdown).await,
+        Command::Edge(args) => run_edge(args, shutdown).await,
     }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn run_room(args: RoomServiceArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let backend = match args.redis {
+        Some(url) => Backend::Redis {
+            url,
+            prefix: args.redis_prefix,
+        },
+        None => Backend::Memory,
+    };
+    let listener = bind(args.listen).await?;
+    let room = args.room.room_config();
+    tracing::info!(listen = %listener.local_addr()?, offer_ttl = ?room.offer_ttl, "switchboard room service starting");
+    distributed::run_room(listener, backend, room, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let rooms = args.room_urls()?;
+    let edge = args.client.edge_config()?;
+    let listener = bind(args.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, rooms = ?rooms, "switchboard edge starting");
+    distributed::run_edge(listener, rooms, edge, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn run_standalone(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let edge = args.client.edge_config()?;
     let room = args.room.room_config();
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(args.listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(
         listen = %local,

@@ -939,3 +939,33 @@ topology!(
         every_bad_message_gets_its_error_and_the_connection_survives,
     ]
 );
+
+topology!(
+    distributed,
+    crate::Cluster::distributed(),
+    [
+        full_call_with_offer_published_before_the_callee_joins,
+        offers_reach_members_already_in_the_room_but_never_their_caller,
+        twenty_concurrent_answers_exactly_one_wins,
+        targeted_offers_are_shown_and_answerable_only_by_their_target,
+        hangup_withdraws_a_pending_offer,
+        hangup_ends_an_answered_call_for_both_sides,
+        disconnecting_withdraws_offers_and_hangs_up_calls,
+        leaving_a_room_withdraws_offers_there,
+        presence_is_announced_to_the_other_members,
+        who_may_send_candidates,
+        answering_is_refused_where_it_must_be,
+        limits_on_offers_and_buffered_candidates,
+        requests_get_exactly_one_reply_and_bare_messages_no_ok,
+        many_calls_in_parallel_are_never_crossed,
+        every_bad_message_gets_its_error_and_the_connection_survives,
+    ]
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_offers_expire_and_those_shown_them_are_told() {
+    let c =
+        Cluster::distributed_with(harness::cluster::Routing::Split, &["--offer-ttl", "1s"]).await;
+    offers_expire_and_those_shown_them_are_told(&c).await;
+    c.stop().await;
+}

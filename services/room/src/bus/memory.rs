@@ -22,6 +22,10 @@ impl MemoryBus {
 }
 
 impl Bus for MemoryBus {
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn subscribe(&self, _topic: &Topic) -> Result<(), BackendError> {
         Ok(())
     }

@@ -78,6 +78,10 @@ impl State {
 }
 
 impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn insert_offer(&self, offer: &OfferRecord, ttl: Duration) -> Result<(), BackendError> {
         let mut state = self.state();
         let deadline = Instant::now() + ttl;
@@ -137,7 +141,7 @@ impl Store for MemoryStore {
         };
         Ok(
             if !entry.record.is_pending() || entry.record.caller != *from {
-                AddCandidate::NotBuffered(entry.record.clone())
+                AddCandidate::NotBuffered(entry.record.parties())
             } else if entry.candidates.len() >= max {
                 AddCandidate::BufferFull
             } else {

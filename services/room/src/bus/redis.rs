@@ -1,0 +1,338 @@
+//! The Redis [`Bus`]: `PUBLISH` on a shared connection, and ONE subscriber
+//! connection per process that multiplexes every channel this process needs
+//! (each local peer's channel, each room with local members, its own probe
+//! channel) and hands what arrives to the local [`Hub`].
+//!
+//! Subscriptions are counted per channel, so a room with a thousand local members
+//! is one `SUBSCRIBE`. When the subscriber connection drops (Redis restarted, a
+//! network blip), the subscriber task reconnects with backoff and subscribes
+//! every channel that is still needed before it reports itself connected again:
+//! no subscription is silently lost. [`Bus::ping`] proves the whole path by
+//! publishing a probe on this process's own channel and waiting for it to come
+//! back through the subscription; readiness is built on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prost::Message as _;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, PubSub, PubSubSink};
+use switchboard_proto::pb;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Bus;
+use crate::error::BackendError;
+use crate::event::{Event, Topic};
+use crate::hub::Hub;
+use crate::keys::{Key, Keys};
+use crate::store::redis::COMMAND_TIMEOUT;
+
+/// How long a readiness probe may take to come back.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reconnect backoff bounds of the subscriber connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Publish/subscribe over Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("probe", &self.inner.probe_channel)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    keys: Keys,
+    hub: Arc<Hub>,
+    probe_channel: String,
+    subscriptions: Mutex<Subscriptions>,
+    probes: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+}
+
+/// What the subscriber connection must listen to, and how to reach it.
+#[derive(Default)]
+struct Subscriptions {
+    counts: HashMap<String, usize>,
+    /// `None` while the subscriber connection is down.
+    sink: Option<PubSubSink>,
+}
+
+/// The subscriber connection's task; run it (spawned) for the bus to receive.
+pub struct Subscriber {
+    bus: RedisBus,
+    first: Option<PubSub>,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber").finish_non_exhaustive()
+    }
+}
+
+fn backend(err: redis::RedisError) -> BackendError {
+    BackendError(format!("redis: {err}"))
+}
+
+impl RedisBus {
+    /// Connects the publisher and the subscriber connections. `replica` names
+    /// this process (for its probe channel). Run the returned [`Subscriber`].
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        replica: &str,
+        hub: Arc<Hub>,
+    ) -> Result<(Self, Subscriber), BackendError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let publisher = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| BackendError("timed out connecting to redis".into()))?
+        .map_err(backend)?;
+        let first = connect_pubsub(&client).await?;
+        let keys = Keys::new(prefix);
+        let bus = RedisBus {
+            inner: Arc::new(Inner {
+                client,
+                publisher,
+                probe_channel: keys.key(Key::ProbeChannel(replica)),
+                keys,
+                hub,
+                subscriptions: Mutex::default(),
+                probes: Mutex::default(),
+            }),
+        };
+        let subscriber = Subscriber {
+            bus: bus.clone(),
+            first: Some(first),
+        };
+        Ok((bus, subscriber))
+    }
+
+    fn subscriptions(&self) -> MutexGuard<'_, Subscriptions> {
+        self.inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn probes(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
+        self.inner.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<(), BackendError> {
+        let mut conn = self.inner.publisher.clone();
+        let _: i64 = conn.publish(channel, payload).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Hands one received message to the hub (or to a waiting probe).
+    fn on_message(&self, msg: &redis::Msg) {
+        let channel = msg.get_channel_name();
+        let event = match pb::BusEvent::decode(msg.get_payload_bytes()) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::warn!(%channel, error = %err, "undecodable bus message dropped");
+                return;
+            }
+        };
+        if let Some(pb::bus_event::Kind::Probe(nonce)) = event.kind {
+            if let Some(waiter) = self.probes().remove(&nonce) {
+                let _ = waiter.send(());
+            }
+            return;
+        }
+        let Some(topic) = self.inner.keys.topic(channel) else {
+            return;
+        };
+        match Event::from_pb(event) {
+            Ok(Some(event)) => self.inner.hub.dispatch(&topic, &event),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%channel, error = %err, "invalid bus message dropped"),
+        }
+    }
+}
+
+async fn connect_pubsub(client: &redis::Client) -> Result<PubSub, BackendError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| BackendError("timed out connecting to redis".into()))?
+        .map_err(backend)
+}
+
+impl Subscriber {
+    /// Receives until `shutdown`, reconnecting and resubscribing after failures.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let bus = self.bus;
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let pubsub = match self.first.take() {
+                Some(pubsub) => Ok(pubsub),
+                None => connect_pubsub(&bus.inner.client).await,
+            };
+            let connected = match pubsub {
+                Ok(pubsub) => resubscribe(&bus, pubsub).await,
+                Err(err) => Err(err),
+            };
+            match connected {
+                Ok(mut stream) => {
+                    backoff = MIN_BACKOFF;
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            msg = stream.next() => match msg {
+                                Some(msg) => bus.on_message(&msg),
+                                None => break,
+                            },
+                        }
+                    }
+                    bus.subscriptions().sink = None;
+                    tracing::warn!("redis subscriber connection lost; reconnecting");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "redis subscriber cannot connect")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Subscribes a fresh connection to every channel still needed, then makes it
+/// the one new subscriptions go to.
+async fn resubscribe(
+    bus: &RedisBus,
+    pubsub: PubSub,
+) -> Result<redis::aio::PubSubStream, BackendError> {
+    let (mut sink, stream) = pubsub.split();
+    let mut channels: Vec<String> = bus.subscriptions().counts.keys().cloned().collect();
+    channels.push(bus.inner.probe_channel.clone());
+    let count = channels.len();
+    subscribe_all(&mut sink, channels.clone()).await?;
+    let late: Vec<String> = {
+        let mut subs = bus.subscriptions();
+        subs.sink = Some(sink.clone());
+        // Channels first needed while we were subscribing.
+        subs.counts
+            .keys()
+            .filter(|c| !channels.contains(c))
+            .cloned()
+            .collect()
+    };
+    if !late.is_empty() {
+        subscribe_all(&mut sink, late).await?;
+    }
+    tracing::info!(channels = count, "redis subscriber connected");
+    Ok(stream)
+}
+
+async fn subscribe_all(sink: &mut PubSubSink, channels: Vec<String>) -> Result<(), BackendError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(channels))
+        .await
+        .map_err(|_| BackendError("timed out subscribing".into()))?
+        .map_err(backend)
+}
+
+impl Bus for RedisBus {
+    async fn ping(&self) -> Result<(), BackendError> {
+        let nonce: u64 = rand::random();
+        let (tx, rx) = oneshot::channel();
+        self.probes().insert(nonce, tx);
+        let probe = pb::BusEvent {
+            kind: Some(pb::bus_event::Kind::Probe(nonce)),
+        };
+        let sent = self
+            .publish_bytes(self.inner.probe_channel.clone(), probe.encode_to_vec())
+            .await;
+        let came_back = match sent {
+            Ok(()) => matches!(tokio::time::timeout(PROBE_TIMEOUT, rx).await, Ok(Ok(()))),
+            Err(_) => false,
+        };
+        self.probes().remove(&nonce);
+        match came_back {
+            true => Ok(()),
+            false => Err(BackendError("the pub/sub probe did not come back".into())),
+        }
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
+        let channel = self.inner.keys.channel(topic);
+        let sink = {
+            let mut subs = self.subscriptions();
+            let count = subs.counts.entry(channel.clone()).or_default();
+            *count += 1;
+            if *count > 1 {
+                return Ok(());
+            }
+            subs.sink.clone()
+        };
+        let result = match sink {
+            Some(mut sink) => {
+                match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await {
+                    Ok(result) => result.map_err(backend),
+                    Err(_) => Err(BackendError("timed out subscribing".into())),
+                }
+            }
+            None => Err(BackendError("redis subscriber connection is down".into())),
+        };
+        if result.is_err() {
+            self.release(&channel);
+        }
+        result
+    }
+
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError> {
+        let channel = self.inner.keys.channel(topic);
+        if let Some(mut sink) = self.release(&channel) {
+            match tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await {
+                Ok(result) => result.map_err(backend)?,
+                Err(_) => return Err(BackendError("timed out unsubscribing".into())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BackendError> {
+        self.publish_bytes(
+            self.inner.keys.channel(topic),
+            event.to_pb().encode_to_vec(),
+        )
+        .await
+    }
+}
+
+impl RedisBus {
+    /// Drops one use of `channel`; returns the sink to unsubscribe with when it
+    /// was the last.
+    fn release(&self, channel: &str) -> Option<PubSubSink> {
+        let mut subs = self.subscriptions();
+        let count = subs.counts.get_mut(channel)?;
+        *count -= 1;
+        if *count > 0 {
+            return None;
+        }
+        subs.counts.remove(channel);
+        subs.sink.clone()
+    }
+}

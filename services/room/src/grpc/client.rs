@@ -1,0 +1,449 @@
+//! [`RemoteRooms`]: the room service as an edge sees it, over gRPC.
+//!
+//! The edge keeps one `Attach` stream per room replica (a [`Replica`] task that
+//! connects, reconnects with backoff, and watches the replica's gRPC health).
+//! New sessions are spread round-robin over the replicas that are up and
+//! serving. When a replica's stream breaks, its sessions' requests in flight fail
+//! with `unavailable`, and the sessions move to a live replica: they are opened
+//! there again with the [`SessionState`] the edge kept from the replies it
+//! relayed, so their rooms, offers and calls carry on. Nothing here outlives the
+//! sockets it serves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use switchboard_proto::pb::{self, rooms_client::RoomsClient};
+use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Channel, Endpoint};
+
+use super::convert::{error, reply_from_pb, state_to_pb};
+use crate::api::{RoomService, RoomSession};
+use crate::error::RoomError;
+use crate::outbox::Outbox;
+use crate::session::{Reply, SessionState};
+
+/// How long one request may wait for its reply.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames queued towards one replica, at most (senders wait beyond).
+const STREAM_QUEUE: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The room service behind one or more replicas. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RemoteRooms {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    replicas: Vec<Replica>,
+    sessions: Mutex<HashMap<u64, Entry>>,
+    next_session: AtomicU64,
+    next_call: AtomicU64,
+    next_replica: AtomicUsize,
+}
+
+/// One room replica and the stream to it, when it is up.
+#[derive(Debug)]
+struct Replica {
+    url: String,
+    link: Mutex<Option<mpsc::Sender<pb::EdgeFrame>>>,
+    serving: AtomicBool,
+}
+
+/// What the edge knows of one session.
+#[derive(Debug)]
+struct Entry {
+    peer: PeerId,
+    outbox: Outbox,
+    state: SessionState,
+    /// The replica serving the session; `None` while it waits for one.
+    replica: Option<usize>,
+    opening: Option<oneshot::Sender<Result<(), RoomError>>>,
+    calls: HashMap<u64, oneshot::Sender<Result<Reply, RoomError>>>,
+}
+
+impl RemoteRooms {
+    /// Starts connecting to every replica in `urls` (`http://host:port`); the
+    /// connections live until `shutdown` and are tracked by `tasks`.
+    pub fn connect(urls: Vec<String>, tasks: &TaskTracker, shutdown: CancellationToken) -> Self {
+        let replicas = urls
+            .into_iter()
+            .map(|url| Replica {
+                url,
+                link: Mutex::new(None),
+                serving: AtomicBool::new(false),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            replicas,
+            sessions: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            next_call: AtomicU64::new(1),
+            next_replica: AtomicUsize::new(0),
+        });
+        for index in 0..shared.replicas.len() {
+            tasks.spawn(Arc::clone(&shared).maintain(index, shutdown.clone()));
+        }
+        Self { shared }
+    }
+
+    /// Replicas currently connected and serving.
+    pub fn live_replicas(&self) -> usize {
+        (0..self.shared.replicas.len())
+            .filter(|i| self.shared.live(*i).is_some())
+            .count()
+    }
+}
+
+impl Shared {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream to replica `index`, if it is up and serving.
+    fn live(&self, index: usize) -> Option<mpsc::Sender<pb::EdgeFrame>> {
+        let replica = &self.replicas[index];
+        if !replica.serving.load(Ordering::Relaxed) {
+            return None;
+        }
+        replica
+            .link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The next live replica, round-robin.
+    fn pick(&self) -> Option<(usize, mpsc::Sender<pb::EdgeFrame>)> {
+        let n = self.replicas.len();
+        let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find_map(|i| self.live(i).map(|tx| (i, tx)))
+    }
+
+    /// Keeps the stream to one replica up until `shutdown`.
+    async fn maintain(self: Arc<Self>, index: usize, shutdown: CancellationToken) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.attach(index, &shutdown).await {
+                Ok(()) => backoff = MIN_BACKOFF,
+                Err(err) => {
+                    tracing::warn!(replica = %self.replicas[index].url, error = %err, retry_in = ?backoff, "room replica unreachable")
+                }
+            }
+            self.lose(index);
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One life of the stream to replica `index`: connect, adopt waiting
+    /// sessions, relay frames until the stream ends.
+    async fn attach(
+        &self,
+        index: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<(), tonic::Status> {
+        let replica = &self.replicas[index];
+        let endpoint = Endpoint::from_shared(replica.url.clone())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let mut inbound = RoomsClient::new(channel.clone())
+            .attach(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        *replica.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        tracing::info!(replica = %replica.url, "attached to room replica");
+        let health = self.watch_health(index, channel, shutdown);
+        tokio::pin!(health);
+        self.adopt_waiting();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = &mut health => return Ok(()),
+                frame = inbound.message() => match frame? {
+                    Some(frame) => self.on_frame(frame),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    fn on_frame(&self, frame: pb::RoomFrame) {
+        use pb::room_frame::Frame;
+        let mut sessions = self.sessions();
+        match frame.frame {
+            Some(Frame::Opened(opened)) => {
+                let result = match opened.error {
+                    Some(failure) => Err(error(failure)),
+                    None => Ok(()),
+                };
+                if let Some(entry) = sessions.get_mut(&opened.session) {
+                    match entry.opening.take() {
+                        Some(waiter) => {
+                            let _ = waiter.send(result);
+                        }
+                        None if result.is_err() => {
+                            tracing::warn!(peer_id = %entry.peer, "session could not move to another replica");
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Some(Frame::Reply(reply)) => {
+                let waiter = sessions
+                    .get_mut(&reply.session)
+                    .and_then(|e| e.calls.remove(&reply.call));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(reply_from_pb(reply.result));
+                }
+            }
+            Some(Frame::Event(event)) => {
+                let Some(entry) = sessions.get(&event.session) else {
+                    return;
+                };
+                match event.body.map(ServerMessage::try_from) {
+                    Some(Ok(msg)) => entry.outbox.push(Arc::new(msg)),
+                    other => tracing::warn!(?other, "invalid event from room replica dropped"),
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Polls replica `index`'s gRPC health until its channel fails; sessions
+    /// waiting for a replica are adopted as soon as it serves.
+    async fn watch_health(&self, index: usize, channel: Channel, shutdown: &CancellationToken) {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let serving = &self.replicas[index].serving;
+        loop {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: super::SERVICE_NAME.into(),
+            };
+            let up = match tokio::time::timeout(HEALTH_INTERVAL * 2, client.check(request)).await {
+                Ok(Ok(response)) => {
+                    let status = response.into_inner().status;
+                    status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => return,
+                _ => false,
+            };
+            if serving.swap(up, Ordering::Relaxed) != up {
+                tracing::info!(replica = %self.replicas[index].url, serving = up, "room replica health changed");
+                if up {
+                    self.adopt_waiting();
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Replica `index` is gone: fail its requests in flight and move its
+    /// sessions to live replicas.
+    fn lose(&self, index: usize) {
+        let replica = &self.replicas[index];
+        replica.serving.store(false, Ordering::Relaxed);
+        let was_up = replica
+            .link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some();
+        let mut moved = 0;
+        {
+            let mut sessions = self.sessions();
+            for entry in sessions.values_mut().filter(|e| e.replica == Some(index)) {
+                entry.replica = None;
+                for (_, waiter) in entry.calls.drain() {
+                    let _ = waiter.send(Err(RoomError::unavailable("room replica lost; retry")));
+                }
+                if let Some(waiter) = entry.opening.take() {
+                    let _ = waiter.send(Err(RoomError::unavailable("room replica lost; retry")));
+                }
+                moved += 1;
+            }
+        }
+        if was_up {
+            tracing::warn!(replica = %replica.url, sessions = moved, "lost room replica; moving its sessions");
+        }
+        self.adopt_waiting();
+    }
+
+    /// Opens every session that has no replica on a live one.
+    fn adopt_waiting(&self) {
+        let mut sessions = self.sessions();
+        for (id, entry) in sessions
+            .iter_mut()
+            .filter(|(_, e)| e.replica.is_none() && e.opening.is_none())
+        {
+            let Some((index, tx)) = self.pick() else {
+                return;
+            };
+            let open = open_frame(*id, entry.peer, &entry.state);
+            if tx.try_send(open).is_ok() {
+                entry.replica = Some(index);
+            }
+        }
+    }
+}
+
+fn open_frame(session: u64, peer: PeerId, state: &SessionState) -> pb::EdgeFrame {
+    pb::EdgeFrame {
+        frame: Some(pb::edge_frame::Frame::Open(pb::OpenSession {
+            session,
+            peer_id: peer.to_string(),
+            resume: Some(state_to_pb(state)),
+        })),
+    }
+}
+
+/// One session of this edge, served by some replica.
+#[derive(Debug)]
+pub struct RemoteSession {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl RoomService for RemoteRooms {
+    type Session = RemoteSession;
+
+    async fn connect(&self, peer: PeerId, outbox: Outbox) -> Result<RemoteSession, RoomError> {
+        let shared = &self.shared;
+        let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let (index, tx) = shared
+            .pick()
+            .ok_or_else(|| RoomError::unavailable("no room replica is available"))?;
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let entry = Entry {
+            peer,
+            outbox,
+            state: SessionState::default(),
+            replica: Some(index),
+            opening: Some(opened_tx),
+            calls: HashMap::new(),
+        };
+        shared.sessions().insert(id, entry);
+        let session = RemoteSession {
+            shared: Arc::clone(shared),
+            id,
+        };
+        if tx
+            .send(open_frame(id, peer, &SessionState::default()))
+            .await
+            .is_err()
+        {
+            return Err(RoomError::unavailable("room replica lost; retry"));
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, opened_rx).await {
+            Ok(Ok(Ok(()))) => Ok(session),
+            Ok(Ok(Err(err))) => Err(err),
+            _ => Err(RoomError::unavailable(
+                "room replica did not open the session",
+            )),
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        self.live_replicas() > 0
+    }
+}
+
+impl RoomSession for RemoteSession {
+    async fn handle(&mut self, msg: ClientMessage) -> Result<Reply, RoomError> {
+        let Some(body) = msg.to_request() else {
+            return Ok(Reply::Pong);
+        };
+        let call = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let tx = {
+            let mut sessions = self.shared.sessions();
+            let entry = sessions
+                .get_mut(&self.id)
+                .ok_or_else(|| RoomError::unavailable("session lost"))?;
+            let index = entry
+                .replica
+                .ok_or_else(|| RoomError::unavailable("no room replica is available"))?;
+            let tx = self.shared.replicas[index]
+                .link
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let tx = tx.ok_or_else(|| RoomError::unavailable("room replica lost; retry"))?;
+            entry.calls.insert(call, reply_tx);
+            tx
+        };
+        let frame = pb::EdgeFrame {
+            frame: Some(pb::edge_frame::Frame::Request(pb::Request {
+                session: self.id,
+                call,
+                body: Some(body),
+            })),
+        };
+        let result = match tx.send(frame).await {
+            Ok(()) => match tokio::time::timeout(REQUEST_TIMEOUT, reply_rx).await {
+                Ok(Ok(result)) => result,
+                _ => Err(RoomError::unavailable(
+                    "the room service did not answer in time",
+                )),
+            },
+            Err(_) => Err(RoomError::unavailable("room replica lost; retry")),
+        };
+        let mut sessions = self.shared.sessions();
+        if let Some(entry) = sessions.get_mut(&self.id) {
+            entry.calls.remove(&call);
+            if let Ok(reply) = &result {
+                entry.state.record(&msg, reply);
+            }
+        }
+        result
+    }
+
+    async fn close(self) {
+        let entry = self.shared.sessions().remove(&self.id);
+        let Some(index) = entry.and_then(|e| e.replica) else {
+            return;
+        };
+        let tx = self.shared.replicas[index]
+            .link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(tx) = tx {
+            let close = pb::EdgeFrame {
+                frame: Some(pb::edge_frame::Frame::Close(pb::CloseSession {
+                    session: self.id,
+                })),
+            };
+            let _ = tx.send(close).await;
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The room service's gRPC server: one [`Link`] per `Attach` stream (one per
+//! edge), multiplexing that edge's sessions over the shared room logic.
+//!
+//! Each session's work (open, requests, close) is queued and handled in order by
+//! at most one task at a time, spawned only while there is work: an idle session
+//! costs a map entry, not a task. Different sessions proceed concurrently.
+//!
+//! Replies go back with backpressure; events are pushed without waiting, and if
+//! the stream to the edge is full the whole stream is ended (the edge then
+//! re-attaches its sessions) rather than buffering without bound.
+//!
+//! When a stream ends without the edge closing its sessions (the edge died, or
+//! this replica is shutting down), the sessions are *detached*: their offers stay
+//! pending in the store, so another edge or replica can carry on.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use switchboard_proto::error::FieldError;
+use switchboard_proto::pb::{self, convert, rooms_server};
+use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{failure, reply_to_pb, state_from_pb};
+use crate::api::RoomSession;
+use crate::bus::Bus;
+use crate::error::RoomError;
+use crate::outbox::{Deliver, Outbox};
+use crate::room::Room;
+use crate::session::{Session, SessionState};
+use crate::store::Store;
+
+/// Frames queued towards one edge, at most.
+const STREAM_QUEUE: usize = 4096;
+/// How often readiness is re-checked for the health service.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Serves the room service (and gRPC health) on `listener` until `shutdown`.
+pub async fn serve<S: Store, B: Bus>(
+    listener: TcpListener,
+    room: Room<S, B>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let tasks = TaskTracker::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tasks.spawn(report_health(reporter, room.clone(), shutdown.clone()));
+    let rooms = RoomsServer {
+        room,
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+    };
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(health)
+        .add_service(rooms_server::RoomsServer::new(rooms))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await;
+    tasks.close();
+    tasks.wait().await;
+    served
+}
+
+/// Keeps the health service's answer in step with the room's readiness.
+async fn report_health<S: Store, B: Bus>(
+    reporter: tonic_health::server::HealthReporter,
+    room: Room<S, B>,
+    shutdown: CancellationToken,
+) {
+    let mut was_ready = None;
+    loop {
+        let ready = room.ready().await && !shutdown.is_cancelled();
+        if was_ready != Some(ready) {
+            let status = match ready {
+                true => tonic_health::ServingStatus::Serving,
+                false => tonic_health::ServingStatus::NotServing,
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(super::SERVICE_NAME, status)
+                .await;
+            tracing::info!(ready, "room service readiness");
+            was_ready = Some(ready);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                return;
+            }
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+}
+
+struct RoomsServer<S, B> {
+    room: Room<S, B>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::RoomFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store, B: Bus> rooms_server::Rooms for RoomsServer<S, B> {
+    type AttachStream = FrameStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::EdgeFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let remote = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let ended = CancellationToken::new();
+        let link = Arc::new(Link {
+            room: self.room.clone(),
+            tx,
+            ended: ended.clone(),
+            tasks: self.tasks.clone(),
+            slots: Mutex::default(),
+        });
+        tracing::info!(edge = ?remote, "edge attached");
+        self.tasks.spawn(link.run(inbound, self.shutdown.clone()));
+        let frames = ReceiverStream::new(rx).take_until(ended.cancelled_owned());
+        Ok(Response::new(Box::pin(frames)))
+    }
+}
+
+/// One edge's stream and the sessions on it.
+struct Link<S, B> {
+    room: Room<S, B>,
+    tx: mpsc::Sender<Result<pb::RoomFrame, Status>>,
+    /// Cancelled when the stream is over (either side) or overflowed.
+    ended: CancellationToken,
+    tasks: TaskTracker,
+    slots: Mutex<HashMap<u64, Slot<S, B>>>,
+}
+
+/// One session's queue of work and, between work items, its state.
+struct Slot<S, B> {
+    queue: VecDeque<Work>,
+    session: Option<Session<S, B>>,
+    running: bool,
+}
+
+enum Work {
+    Open(PeerId, SessionState),
+    Request(u64, Result<ClientMessage, FieldError>),
+    Close,
+    Detach,
+}
+
+impl<S: Store, B: Bus> Link<S, B> {
+    fn slots(&self) -> MutexGuard<'_, HashMap<u64, Slot<S, B>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut inbound: Streaming<pb::EdgeFrame>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.ended.cancelled() => break,
+                frame = inbound.message() => frame,
+            };
+            match frame {
+                Ok(Some(frame)) => self.on_frame(frame).await,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::info!(error = %status, "edge stream failed");
+                    break;
+                }
+            }
+        }
+        let ids: Vec<u64> = self.slots().keys().copied().collect();
+        tracing::info!(
+            sessions = ids.len(),
+            "edge stream over; detaching its sessions"
+        );
+        for id in ids {
+            self.enqueue(id, Work::Detach);
+        }
+        self.ended.cancel();
+    }
+
+    async fn on_frame(self: &Arc<Self>, frame: pb::EdgeFrame) {
+        use pb::edge_frame::Frame;
+        match frame.frame {
+            Some(Frame::Open(open)) => {
+                let peer = match convert::peer(&open.peer_id) {
+                    Ok(peer) => peer,
+                    Err(err) => {
+                        let err = RoomError::Remote {
+                            code: err.code,
+                            message: err.message,
+                        };
+                        return self.send(opened(open.session, Some(&err))).await;
+                    }
+                };
+                let state = state_from_pb(open.resume.unwrap_or_default());
+                let fresh = Slot {
+                    queue: VecDeque::new(),
+                    session: None,
+                    running: false,
+                };
+                if self.slots().insert(open.session, fresh).is_some() {
+                    tracing::warn!(session = open.session, "edge reopened a live session");
+                }
+                self.enqueue(open.session, Work::Open(peer, state));
+            }
+            Some(Frame::Request(req)) => {
+                let body = req
+                    .body
+                    .ok_or_else(|| convert::missing("request body"))
+                    .and_then(ClientMessage::try_from);
+                if !self.enqueue(req.session, Work::Request(req.call, body)) {
+                    let err = RoomError::unavailable("unknown session; open it again");
+                    self.send(reply(req.session, req.call, Err(err))).await;
+                }
+            }
+            Some(Frame::Close(close)) => {
+                self.enqueue(close.session, Work::Close);
+            }
+            None => {}
+        }
+    }
+
+    /// Queues work for a session and makes sure a task handles it. Returns
+    /// false when the session does not exist.
+    fn enqueue(self: &Arc<Self>, id: u64, work: Work) -> bool {
+        let mut slots = self.slots();
+        let Some(slot) = slots.get_mut(&id) else {
+            return false;
+        };
+        slot.queue.push_back(work);
+        if !slot.running {
+            slot.running = true;
+            let session = slot.session.take();
+            self.tasks.spawn(Arc::clone(self).work(id, session));
+        }
+        true
+    }
+
+    /// Handles a session's queued work in order, then parks the session.
+    async fn work(self: Arc<Self>, id: u64, mut session: Option<Session<S, B>>) {
+        loop {
+            let next = {
+                let mut slots = self.slots();
+                let Some(slot) = slots.get_mut(&id) else {
+                    return;
+                };
+                match slot.queue.pop_front() {
+                    Some(work) => work,
+                    None => {
+                        slot.session = session;
+                        slot.running = false;
+                        return;
+                    }
+                }
+            };
+            match next {
+                Work::Open(peer, state) => {
+                    let outbox = Outbox::new(StreamOutbox {
+                        session: id,
+                        tx: self.tx.clone(),
+                        ended: self.ended.clone(),
+                    });
+                    let opening = match state == SessionState::default() {
+                        true => self.room.connect_session(peer, outbox).await,
+                        false => self.room.resume(peer, outbox, state).await,
+                    };
+                    if let Err(err) = &opening {
+                        tracing::warn!(%peer, error = ?err, "could not open session");
+                    }
+                    self.send(opened(id, opening.as_ref().err())).await;
+                    session = opening.ok();
+                }
+                Work::Request(call, body) => {
+                    let result = match (body, session.as_mut()) {
+                        (Err(err), _) => Err(RoomError::Remote {
+                            code: err.code,
+                            message: err.message,
+                        }),
+                        (Ok(msg), Some(session)) => session.handle(msg).await,
+                        (Ok(_), None) => Err(RoomError::unavailable("the session failed to open")),
+                    };
+                    if let Err(RoomError::Unavailable(cause)) = &result {
+                        tracing::warn!(error = %cause, "request failed");
+                    }
+                    self.send(reply(id, call, result)).await;
+                }
+                Work::Close | Work::Detach => {
+                    if let Some(session) = session.take() {
+                        match next {
+                            Work::Close => session.close().await,
+                            _ => session.detach().await,
+                        }
+                    }
+                    self.slots().remove(&id);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, frame: pb::room_frame::Frame) {
+        // A closed stream is noticed by `run`; nothing to do here.
+        let _ = self.tx.send(Ok(pb::RoomFrame { frame: Some(frame) })).await;
+    }
+}
+
+fn opened(session: u64, error: Option<&RoomError>) -> pb::room_frame::Frame {
+    pb::room_frame::Frame::Opened(pb::SessionOpened {
+        session,
+        error: error.map(failure),
+    })
+}
+
+fn reply(
+    session: u64,
+    call: u64,
+    result: Result<crate::Reply, RoomError>,
+) -> pb::room_frame::Frame {
+    pb::room_frame::Frame::Reply(pb::Reply {
+        session,
+        call,
+        result: Some(reply_to_pb(result)),
+    })
+}
+
+/// A remote session's outbox: events go onto its edge's stream, tagged.
+#[derive(Debug)]
+struct StreamOutbox {
+    session: u64,
+    tx: mpsc::Sender<Result<pb::RoomFrame, Status>>,
+    ended: CancellationToken,
+}
+
+impl Deliver for StreamOutbox {
+    fn deliver(&self, msg: Arc<ServerMessage>) {
+        let Some(body) = msg.to_event() else { return };
+        let frame = pb::room_frame::Frame::Event(pb::Event {
+            session: self.session,
+            body: Some(body),
+        });
+        match self.tx.try_send(Ok(pb::RoomFrame { frame: Some(frame) })) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                if !self.ended.is_cancelled() {
+                    tracing::warn!("stream to edge is full; ending it so the edge re-attaches");
+                }
+                self.ended.cancel();
+            }
+        }
+    }
+}

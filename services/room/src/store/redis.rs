@@ -1,0 +1,429 @@
+//! The Redis [`Store`]: the same operations as the in-memory twin, each one
+//! atomic in Redis (a Lua script or a single command), under the key schema of
+//! [`crate::keys`]. Time for deadlines comes from Redis (`TIME`), so replicas
+//! with skewed clocks still agree on what has expired.
+//!
+//! Every command has a response timeout: a Redis that does not answer turns
+//! into [`BackendError`] (clients see `unavailable`), never a hang.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value};
+use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
+
+use super::{AddCandidate, Claim, OfferRecord, Parties, Store};
+use crate::error::BackendError;
+use crate::keys::{Key, Keys};
+
+/// How long a pending offer's keys outlive its deadline, so the sweeper can
+/// still read an expired offer to announce it.
+const GRACE: Duration = Duration::from_secs(60);
+
+/// Bounds every Redis round trip.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The fields of an offer hash, in the order every reader uses.
+const FIELDS: [&str; 6] = ["room", "caller", "to", "sdp", "answerer", "deadline"];
+
+/// Current Redis time in milliseconds, as a Lua expression.
+const NOW: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+
+/// Offers and calls in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Scripts {
+    insert: Script,
+    get: Script,
+    add_candidate: Script,
+    claim: Script,
+    remove: Script,
+    take_expired: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        // Fields read by every script, in this order.
+        const FIELDS: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'sdp', 'answerer', 'deadline')";
+        // Whether the record in `f` is missing, or a pending offer past its deadline.
+        const GONE: &str = "local gone = (not f[2]) or ((not f[5]) and tonumber(f[6]) <= now)";
+        Self {
+            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, sdp, ttl ms, grace ms.
+            insert: Script::new(&format!(
+                "{NOW}
+                local deadline = now + tonumber(ARGV[6])
+                local keep = tonumber(ARGV[6]) + tonumber(ARGV[7])
+                redis.call('HSET', KEYS[1], 'room', ARGV[2], 'caller', ARGV[3], 'sdp', ARGV[5], 'deadline', deadline)
+                if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'to', ARGV[4]) end
+                redis.call('PEXPIRE', KEYS[1], keep)
+                redis.call('SADD', KEYS[2], ARGV[1])
+                redis.call('PEXPIRE', KEYS[2], keep)
+                redis.call('ZADD', KEYS[3], deadline, ARGV[1])
+                return 1"
+            )),
+            // KEYS: offer. Returns the fields, or nil when gone.
+            get: Script::new(&format!(
+                "{NOW}
+                {FIELDS}
+                {GONE}
+                if gone then return nil end
+                return f"
+            )),
+            // KEYS: offer, candidates. ARGV: from, candidate JSON, max.
+            add_candidate: Script::new(&format!(
+                "{NOW}
+                {FIELDS}
+                {GONE}
+                if gone then return {{'gone'}} end
+                if f[5] or f[2] ~= ARGV[1] then return {{'parties', f[2], f[5] or ''}} end
+                if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {{'full'}} end
+                redis.call('RPUSH', KEYS[2], ARGV[2])
+                redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+                return {{'buffered'}}"
+            )),
+            // KEYS: offer, candidates, expiries. ARGV: answerer, call TTL ms, id.
+            claim: Script::new(&format!(
+                "{NOW}
+                {FIELDS}
+                {GONE}
+                if gone then return {{'gone'}} end
+                if f[5] then return {{'taken'}} end
+                redis.call('HSET', KEYS[1], 'answerer', ARGV[1])
+                redis.call('HDEL', KEYS[1], 'sdp')
+                redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+                local candidates = redis.call('LRANGE', KEYS[2], 0, -1)
+                redis.call('DEL', KEYS[2])
+                redis.call('ZREM', KEYS[3], ARGV[3])
+                table.insert(candidates, 1, 'won')
+                return candidates"
+            )),
+            // KEYS: offer, candidates, expiries. ARGV: id. Returns the fields of
+            // what it removed, or nil (an expired offer is left to the sweeper).
+            remove: Script::new(&format!(
+                "{NOW}
+                {FIELDS}
+                {GONE}
+                if gone then return nil end
+                redis.call('DEL', KEYS[1], KEYS[2])
+                redis.call('ZREM', KEYS[3], ARGV[1])
+                return f"
+            )),
+            // KEYS: expiries. ARGV: max. Takes the ids of expired offers: each is
+            // returned to exactly one caller.
+            take_expired: Script::new(&format!(
+                "{NOW}
+                local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+                if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+                return ids"
+            )),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url`; commands reconnect by themselves after failures.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| BackendError("timed out connecting to redis".into()))?
+        .map_err(backend)?;
+        Ok(Self {
+            conn,
+            keys: Keys::new(prefix),
+            scripts: std::sync::Arc::new(Scripts::new()),
+        })
+    }
+
+    fn key(&self, key: Key<'_>) -> String {
+        self.keys.key(key)
+    }
+
+    /// Reads an offer's record from the fields a script returned.
+    fn record(
+        &self,
+        id: OfferId,
+        fields: Vec<Option<String>>,
+    ) -> Result<OfferRecord, BackendError> {
+        let field = |i: usize| fields.get(i).cloned().flatten();
+        let corrupt = || BackendError(format!("corrupt offer record {id}"));
+        let peer = |s: Option<String>| {
+            s.map(|s| s.parse::<PeerId>().map_err(|_| corrupt()))
+                .transpose()
+        };
+        Ok(OfferRecord {
+            id,
+            room: field(0)
+                .ok_or_else(corrupt)?
+                .parse::<RoomId>()
+                .map_err(|_| corrupt())?,
+            caller: peer(field(1))?.ok_or_else(corrupt)?,
+            to: peer(field(2))?,
+            // A claimed call keeps no SDP (nobody needs it any more).
+            sdp: Sdp::parse(field(3).as_deref().unwrap_or("v=0")).map_err(|_| corrupt())?,
+            answerer: peer(field(4))?,
+        })
+    }
+}
+
+fn backend(err: redis::RedisError) -> BackendError {
+    BackendError(format!("redis: {err}"))
+}
+
+/// Converts one reply value.
+fn value<T: redis::FromRedisValue>(v: &Value) -> Result<T, BackendError> {
+    redis::from_redis_value_ref(v).map_err(|e| BackendError(format!("unexpected redis reply: {e}")))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn decode_candidates(items: &[Value]) -> Result<Vec<Candidate>, BackendError> {
+    items
+        .iter()
+        .map(|v| {
+            let text: String = value(v)?;
+            serde_json::from_str(&text).map_err(|e| BackendError(format!("corrupt candidate: {e}")))
+        })
+        .collect()
+}
+
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn insert_offer(&self, offer: &OfferRecord, ttl: Duration) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .insert
+            .key(self.key(Key::Offer(&offer.id)))
+            .key(self.key(Key::RoomOffers(&offer.room)))
+            .key(self.key(Key::Expiries))
+            .arg(offer.id.as_str())
+            .arg(offer.room.as_str())
+            .arg(offer.caller.as_str())
+            .arg(offer.to.map(|p| p.to_string()).unwrap_or_default())
+            .arg(offer.sdp.as_str())
+            .arg(ms(ttl))
+            .arg(ms(GRACE))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
+        let mut conn = self.conn.clone();
+        let fields: Option<Vec<Option<String>>> = self
+            .scripts
+            .get
+            .key(self.key(Key::Offer(id)))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        fields.map(|f| self.record(*id, f)).transpose()
+    }
+
+    async fn room_offers(
+        &self,
+        room: &RoomId,
+    ) -> Result<Vec<(OfferRecord, Vec<Candidate>)>, BackendError> {
+        let mut conn = self.conn.clone();
+        let index = self.key(Key::RoomOffers(room));
+        let ids: Vec<String> = conn.smembers(&index).await.map_err(backend)?;
+        let ids: Vec<OfferId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip: Redis's clock, then each offer's fields and candidates.
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
+        for id in &ids {
+            pipe.cmd("HMGET").arg(self.key(Key::Offer(id))).arg(&FIELDS);
+            pipe.lrange(self.key(Key::Candidates(id)), 0, -1);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        let (seconds, micros): (u64, u64) = value(&replies[0])?;
+        let now = seconds * 1000 + micros / 1000;
+        let mut offers = Vec::new();
+        let mut stale = Vec::new();
+        for (id, pair) in ids.iter().zip(replies[1..].chunks(2)) {
+            let fields: Vec<Option<String>> = value(&pair[0])?;
+            let deadline: Option<u64> = fields
+                .get(5)
+                .cloned()
+                .flatten()
+                .and_then(|d| d.parse().ok());
+            let live =
+                fields.get(1).is_some_and(Option::is_some) && deadline.is_some_and(|d| d > now);
+            let record = if live {
+                Some(self.record(*id, fields)?)
+            } else {
+                None
+            };
+            match record {
+                Some(record) if record.is_pending() => {
+                    let items: Vec<Value> = value(&pair[1])?;
+                    offers.push((deadline.unwrap_or(0), record, decode_candidates(&items)?));
+                }
+                _ => stale.push(id.to_string()),
+            }
+        }
+        if !stale.is_empty() {
+            let _: i64 = conn.srem(&index, &stale).await.map_err(backend)?;
+        }
+        // Oldest first: every offer of a replica has the same TTL.
+        offers.sort_by_key(|(deadline, ..)| *deadline);
+        Ok(offers
+            .into_iter()
+            .map(|(_, record, candidates)| (record, candidates))
+            .collect())
+    }
+
+    async fn add_candidate(
+        &self,
+        id: &OfferId,
+        from: &PeerId,
+        candidate: &Candidate,
+        max: usize,
+    ) -> Result<AddCandidate, BackendError> {
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(candidate).map_err(|e| BackendError(e.to_string()))?;
+        let reply: Vec<String> = self
+            .scripts
+            .add_candidate
+            .key(self.key(Key::Offer(id)))
+            .key(self.key(Key::Candidates(id)))
+            .arg(from.as_str())
+            .arg(json)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let corrupt = || BackendError(format!("corrupt offer record {id}"));
+        Ok(match reply.first().map(String::as_str) {
+            Some("buffered") => AddCandidate::Buffered,
+            Some("full") => AddCandidate::BufferFull,
+            Some("parties") => {
+                let caller = reply
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(corrupt)?;
+                let answerer = reply
+                    .get(2)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|_| corrupt()));
+                AddCandidate::NotBuffered(Parties {
+                    caller,
+                    answerer: answerer.transpose()?,
+                })
+            }
+            _ => AddCandidate::NotFound,
+        })
+    }
+
+    async fn claim(
+        &self,
+        id: &OfferId,
+        answerer: &PeerId,
+        call_ttl: Duration,
+    ) -> Result<Claim, BackendError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self
+            .scripts
+            .claim
+            .key(self.key(Key::Offer(id)))
+            .key(self.key(Key::Candidates(id)))
+            .key(self.key(Key::Expiries))
+            .arg(answerer.as_str())
+            .arg(ms(call_ttl))
+            .arg(id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let status: Option<String> = reply.first().map(value).transpose()?;
+        Ok(match status.as_deref() {
+            Some("won") => Claim::Won(decode_candidates(&reply[1..])?),
+            Some("taken") => Claim::Taken,
+            _ => Claim::NotFound,
+        })
+    }
+
+    async fn remove_offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
+        let mut conn = self.conn.clone();
+        let fields: Option<Vec<Option<String>>> = self
+            .scripts
+            .remove
+            .key(self.key(Key::Offer(id)))
+            .key(self.key(Key::Candidates(id)))
+            .key(self.key(Key::Expiries))
+            .arg(id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        fields.map(|f| self.record(*id, f)).transpose()
+    }
+
+    async fn take_expired(&self, max: usize) -> Result<Vec<OfferRecord>, BackendError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = self
+            .scripts
+            .take_expired
+            .key(self.key(Key::Expiries))
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let ids: Vec<OfferId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // These ids are ours alone now: read and delete them.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(self.key(Key::Offer(id))).arg(&FIELDS);
+            pipe.del(&[self.key(Key::Offer(id)), self.key(Key::Candidates(id))])
+                .ignore();
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        let mut expired = Vec::new();
+        for (id, fields) in ids.into_iter().zip(rows) {
+            if fields.get(1).is_some_and(Option::is_some) {
+                let record = self.record(id, fields)?;
+                if record.is_pending() {
+                    expired.push(record);
+                }
+            }
+        }
+        Ok(expired)
+    }
+}

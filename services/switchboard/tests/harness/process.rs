@@ -1,0 +1,180 @@
+//! Real processes for cross-node tests: `redis-server` and the `switchboard`
+//! binary in its `room` and `edge` roles, each on a loopback port it picked
+//! itself, logging to a file under the test's own directory. Dropping a
+//! [`Process`] kills it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use super::DEADLINE;
+
+/// A directory for one test's logs, kept after the run for post-mortems.
+pub fn log_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-tests/{name}-{}-{n}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// A child process that is killed when dropped.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    args: Vec<String>,
+    program: PathBuf,
+}
+
+impl Process {
+    /// Kills the process at once (SIGKILL) and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("exits within the deadline")
+            .expect("wait")
+    }
+
+    /// Starts the same command again (same port when it had a fixed one).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let again = spawn(&self.program, &self.args, &self.log, self.addr).await;
+        *self = again;
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn spawn(program: &Path, args: &[String], log: &Path, addr: SocketAddr) -> Process {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    Process {
+        child,
+        addr,
+        log: log.to_owned(),
+        args: args.to_vec(),
+        program: program.to_owned(),
+    }
+}
+
+/// A free loopback port (bound and released; fine for a server started at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits until `check` succeeds, or panics at the deadline with `what`.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut pause = Duration::from_millis(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Whether a Redis at `addr` answers PING.
+pub async fn redis_answers(addr: SocketAddr) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    if tcp.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tcp.read_exact(&mut buf)).await,
+        Ok(Ok(_))
+    ) && &buf == b"+PONG\r\n"
+}
+
+/// A private `redis-server` on a free loopback port, persisting nothing.
+pub async fn redis(dir: &Path) -> Process {
+    let port = free_port();
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let process = spawn(
+        Path::new("redis-server"),
+        &args,
+        &dir.join("redis.log"),
+        addr,
+    )
+    .await;
+    wait_until("redis to answer", || redis_answers(addr)).await;
+    process
+}
+
+/// `switchboard ROLE ARGS…` on a fixed free port; returns once it listens.
+pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) -> Process {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut full = vec![role.to_owned(), "--listen".into(), addr.to_string()];
+    full.extend_from_slice(args);
+    let program = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
+    let process = spawn(&program, &full, &dir.join(format!("{name}.log")), addr).await;
+    wait_until(&format!("{name} to listen"), || async {
+        TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    process
+}
