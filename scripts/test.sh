@@ -17,6 +17,21 @@ ensure_rust_component() {
 ensure_rust_component fmt rustfmt
 ensure_rust_component clippy clippy
 
+# Debian packages the tests run for real (each test starts its own instances).
+apt_updated=
+ensure_package() { # command package
+  command -v "$1" >/dev/null 2>&1 && return
+  step "installing $2"
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2"
+}
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+ensure_package redis-server redis-server
+
 # --- checks ------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check

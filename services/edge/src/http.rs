@@ -130,15 +130,13 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz<R: RoomService>(State(edge): State<Edge<R>>) -> (StatusCode, &'static str) {
+async fn readyz<R: RoomService>(State(edge): State<Edge<R>>) -> (StatusCode, String) {
     if edge.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if !edge.rooms.ready().await {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "room backend unavailable\n",
-        )
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".into());
+    }
+    let readiness = edge.rooms.readiness().await;
+    match readiness.ready {
+        true => (StatusCode::OK, format!("ready: {}\n", readiness.detail)),
+        false => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", readiness.detail)),
     }
 }

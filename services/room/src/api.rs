@@ -22,8 +22,16 @@ pub trait RoomService: Clone + Send + Sync + 'static {
         outbox: Outbox,
     ) -> impl Future<Output = Result<Self::Session, RoomError>> + Send;
 
-    /// Whether requests can currently be served (readiness).
-    fn ready(&self) -> impl Future<Output = bool> + Send;
+    /// Whether requests can currently be served (readiness), with a short
+    /// human-readable explanation for `/readyz`.
+    fn readiness(&self) -> impl Future<Output = Readiness> + Send;
+}
+
+/// The answer of [`RoomService::readiness`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub detail: String,
 }
 
 /// One connected peer's conversation with the room logic. Requests are handled

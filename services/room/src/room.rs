@@ -7,7 +7,7 @@ use std::sync::Arc;
 use switchboard_proto::{CloseReason, PeerId, ServerMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::RoomService;
+use crate::api::{Readiness, RoomService};
 use crate::bus::{Bus, memory::MemoryBus};
 use crate::config::RoomConfig;
 use crate::error::RoomError;
@@ -187,7 +187,15 @@ impl<S: Store, B: Bus> RoomService for Room<S, B> {
         self.connect_session(peer, outbox).await
     }
 
-    async fn ready(&self) -> bool {
-        Room::ready(self).await
+    async fn readiness(&self) -> Readiness {
+        let ready = Room::ready(self).await;
+        let detail = match ready {
+            true => "room logic ready",
+            false => "room backend (store or pub/sub) unavailable",
+        };
+        Readiness {
+            ready,
+            detail: detail.into(),
+        }
     }
 }

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{error, reply_from_pb, state_to_pb};
-use crate::api::{RoomService, RoomSession};
+use crate::api::{Readiness, RoomService, RoomSession};
 use crate::error::RoomError;
 use crate::outbox::Outbox;
 use crate::session::{Reply, SessionState};
@@ -372,8 +372,12 @@ impl RoomService for RemoteRooms {
         }
     }
 
-    async fn ready(&self) -> bool {
-        self.live_replicas() > 0
+    async fn readiness(&self) -> Readiness {
+        let live = self.live_replicas();
+        Readiness {
+            ready: live > 0,
+            detail: format!("{live} of {} room replicas serving", self.shared.replicas.len()),
+        }
     }
 }
 

@@ -142,6 +142,11 @@ impl Cluster {
         process::wait_until("edge readiness", || async move { ready(addr).await }).await;
     }
 
+    /// What an edge's `/readyz` says now.
+    pub async fn readyz(&self, side: Side) -> (u16, String) {
+        http_get(self.addr(side), "/readyz").await
+    }
+
     /// Whether an edge's `/readyz` says ready now.
     pub async fn is_ready(&self, side: Side) -> bool {
         ready(self.addr(side)).await
@@ -171,6 +176,12 @@ impl Cluster {
     /// Starts shutdown without waiting for it.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Like [`Cluster::stop`], for a cluster one of whose processes was killed.
+    pub async fn stop_without(mut self, killed: usize) {
+        self.processes.remove(killed);
+        self.stop().await;
     }
 
     /// Shuts every server down and waits until they have stopped.

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# A local distributed cluster on loopback, from the release build:
+# redis-server, 2 room replicas and 2 edges.
+#
+#   deploy/local/cluster.sh start    build, start everything, print the URLs
+#   deploy/local/cluster.sh stop     stop everything it started
+#   deploy/local/cluster.sh status   what is running
+#
+# Ports (override with the environment): REDIS_PORT=6390, ROOM_PORTS="50061 50062",
+# EDGE_PORTS="8081 8082". Logs and pids go to $CLUSTER_DIR (default
+# target/local-cluster). Extra edge flags: EDGE_ARGS (default "--ice-server none").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REDIS_PORT=${REDIS_PORT:-6390}
+ROOM_PORTS=${ROOM_PORTS:-"50061 50062"}
+EDGE_PORTS=${EDGE_PORTS:-"8081 8082"}
+EDGE_ARGS=${EDGE_ARGS:-"--ice-server none"}
+CLUSTER_DIR=${CLUSTER_DIR:-target/local-cluster}
+BIN=target/release/switchboard
+
+wait_for_port() { # port what
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $2 on port $1 (see $CLUSTER_DIR)" >&2
+  return 1
+}
+
+start_bg() { # name command...
+  local name=$1; shift
+  "$@" >"$CLUSTER_DIR/$name.log" 2>&1 &
+  echo $! >"$CLUSTER_DIR/$name.pid"
+}
+
+start() {
+  command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
+  mkdir -p "$CLUSTER_DIR"
+  if ls "$CLUSTER_DIR"/*.pid >/dev/null 2>&1; then
+    echo "already running? run '$0 stop' first" >&2; exit 1
+  fi
+  cargo build --release --quiet
+  start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+  wait_for_port "$REDIS_PORT" redis
+  local rooms=() i=1
+  for port in $ROOM_PORTS; do
+    start_bg "room$i" "$BIN" room --listen "127.0.0.1:$port" --redis "redis://127.0.0.1:$REDIS_PORT/"
+    wait_for_port "$port" "room $i"
+    rooms+=("127.0.0.1:$port"); i=$((i + 1))
+  done
+  local room_list
+  room_list=$(IFS=,; echo "${rooms[*]}")
+  i=1
+  for port in $EDGE_PORTS; do
+    # shellcheck disable=SC2086
+    start_bg "edge$i" "$BIN" edge --listen "127.0.0.1:$port" --room "$room_list" $EDGE_ARGS
+    wait_for_port "$port" "edge $i"
+    echo "edge $i: http://127.0.0.1:$port/  (ws://127.0.0.1:$port/ws)"
+    i=$((i + 1))
+  done
+  echo "rooms: $room_list   redis: 127.0.0.1:$REDIS_PORT   logs: $CLUSTER_DIR"
+}
+
+stop() {
+  local pids=()
+  for f in "$CLUSTER_DIR"/edge*.pid "$CLUSTER_DIR"/room*.pid "$CLUSTER_DIR"/redis.pid; do
+    [ -f "$f" ] || continue
+    local pid; pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    rm -f "$f"
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  echo "stopped ${#pids[@]} processes"
+}
+
+status() {
+  for f in "$CLUSTER_DIR"/*.pid; do
+    [ -f "$f" ] || { echo "not running"; return; }
+    local name; name=$(basename "$f" .pid)
+    if kill -0 "$(cat "$f")" 2>/dev/null; then echo "$name: running"; else echo "$name: dead"; fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
