@@ -132,11 +132,17 @@ async fn healthz() -> &'static str {
 
 async fn readyz<R: RoomService>(State(edge): State<Edge<R>>) -> (StatusCode, String) {
     if edge.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".into(),
+        );
     }
     let readiness = edge.rooms.readiness().await;
     match readiness.ready {
         true => (StatusCode::OK, format!("ready: {}\n", readiness.detail)),
-        false => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", readiness.detail)),
+        false => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", readiness.detail),
+        ),
     }
 }

@@ -14,11 +14,25 @@ use switchboard_proto::{ClientMessage, CloseReason, ErrorCode, OfferId, RoomId, 
 /// Caller publishes, callee answers, caller receives the answer.
 async fn call(caller: &mut Client, callee: &mut Client, lobby: &RoomId) -> OfferId {
     let offer_id = caller.offer(lobby, sdp("offer", 300), None).await;
-    let event = callee.next_where(|m| matches!(m, ServerMessage::Offer { offer_id: id, .. } if *id == offer_id)).await;
+    let event = callee
+        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id: id, .. } if *id == offer_id))
+        .await;
     assert!(matches!(event, ServerMessage::Offer { .. }));
-    assert!(matches!(callee.answer(offer_id, sdp("answer", 300)).await, ServerMessage::Answered { .. }));
-    let answer = caller.next_where(|m| matches!(m, ServerMessage::Answer { .. })).await;
-    assert_eq!(answer, ServerMessage::Answer { offer_id, from: callee.peer_id, sdp: sdp("answer", 300) });
+    assert!(matches!(
+        callee.answer(offer_id, sdp("answer", 300)).await,
+        ServerMessage::Answered { .. }
+    ));
+    let answer = caller
+        .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
+        .await;
+    assert_eq!(
+        answer,
+        ServerMessage::Answer {
+            offer_id,
+            from: callee.peer_id,
+            sdp: sdp("answer", 300)
+        }
+    );
     offer_id
 }
 
@@ -26,9 +40,17 @@ async fn call(caller: &mut Client, callee: &mut Client, lobby: &RoomId) -> Offer
 async fn rejoin(client: &mut Client, lobby: &RoomId) {
     let deadline = tokio::time::Instant::now() + harness::DEADLINE;
     loop {
-        match client.request(ClientMessage::Join { room: lobby.clone() }).await {
+        match client
+            .request(ClientMessage::Join {
+                room: lobby.clone(),
+            })
+            .await
+        {
             ServerMessage::Joined { .. } => return,
-            ServerMessage::Error { code: ErrorCode::Unavailable, .. } => {
+            ServerMessage::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            } => {
                 assert!(tokio::time::Instant::now() < deadline, "never served again");
                 tokio::task::yield_now().await;
             }
@@ -50,14 +72,33 @@ async fn redis_restart_gives_unavailable_then_service_resumes_with_subscriptions
     c.process(REDIS).kill().await;
     // Requests fail fast and clearly; nothing hangs, nothing crashes.
     let failed = caller
-        .request(ClientMessage::Offer { room: lobby.clone(), sdp: sdp("o", 100), to: None })
+        .request(ClientMessage::Offer {
+            room: lobby.clone(),
+            sdp: sdp("o", 100),
+            to: None,
+        })
         .await;
-    assert!(matches!(failed, ServerMessage::Error { code: ErrorCode::Unavailable, .. }), "{failed:?}");
-    wait_until("edges to report not ready", || async { !c.is_ready(A).await && !c.is_ready(B).await }).await;
+    assert!(
+        matches!(
+            failed,
+            ServerMessage::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    wait_until("edges to report not ready", || async {
+        !c.is_ready(A).await && !c.is_ready(B).await
+    })
+    .await;
     assert!(c.readyz(A).await.1.contains("0 of 1"));
 
     c.process(REDIS).restart().await;
-    wait_until("edges to be ready again", || async { c.is_ready(A).await && c.is_ready(B).await }).await;
+    wait_until("edges to be ready again", || async {
+        c.is_ready(A).await && c.is_ready(B).await
+    })
+    .await;
     // The same sessions work again: their peer and room subscriptions were
     // restored on the new Redis connection (the offer event and the answer
     // travel through them).
@@ -69,7 +110,10 @@ async fn redis_restart_gives_unavailable_then_service_resumes_with_subscriptions
 async fn a_killed_room_replica_moves_its_sessions_and_loses_no_offer() {
     let mut c = Cluster::distributed_with(Routing::Spread, &[]).await;
     for side in [A, B] {
-        wait_until("both replicas serving", || async { c.readyz(side).await.1.contains("2 of 2") }).await;
+        wait_until("both replicas serving", || async {
+            c.readyz(side).await.1.contains("2 of 2")
+        })
+        .await;
     }
     let lobby = room("failover");
     // Round-robin puts these two callers on different replicas.
@@ -86,8 +130,15 @@ async fn a_killed_room_replica_moves_its_sessions_and_loses_no_offer() {
     let listed: Vec<OfferId> = {
         let deadline = tokio::time::Instant::now() + harness::DEADLINE;
         loop {
-            match callee.request(ClientMessage::Join { room: lobby.clone() }).await {
-                ServerMessage::Joined { offers, .. } => break offers.into_iter().map(|o| o.offer_id).collect(),
+            match callee
+                .request(ClientMessage::Join {
+                    room: lobby.clone(),
+                })
+                .await
+            {
+                ServerMessage::Joined { offers, .. } => {
+                    break offers.into_iter().map(|o| o.offer_id).collect();
+                }
                 other => assert!(tokio::time::Instant::now() < deadline, "{other:?}"),
             }
         }
@@ -98,12 +149,21 @@ async fn a_killed_room_replica_moves_its_sessions_and_loses_no_offer() {
     }
     // Answers after the failover reach both callers, wherever they now are.
     for (caller, offer_id) in callers.iter_mut().zip(&offers) {
-        assert!(matches!(callee.answer(*offer_id, sdp("answer", 300)).await, ServerMessage::Answered { .. }));
-        let answer = caller.next_where(|m| matches!(m, ServerMessage::Answer { .. })).await;
+        assert!(matches!(
+            callee.answer(*offer_id, sdp("answer", 300)).await,
+            ServerMessage::Answered { .. }
+        ));
+        let answer = caller
+            .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
+            .await;
         assert!(matches!(answer, ServerMessage::Answer { offer_id: id, .. } if id == *offer_id));
         caller.candidate(*offer_id, candidate(7)).await;
-        let relayed = callee.next_where(|m| matches!(m, ServerMessage::Candidate { .. })).await;
-        assert!(matches!(relayed, ServerMessage::Candidate { offer_id: id, .. } if id == *offer_id));
+        let relayed = callee
+            .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
+            .await;
+        assert!(
+            matches!(relayed, ServerMessage::Candidate { offer_id: id, .. } if id == *offer_id)
+        );
     }
     assert!(c.readyz(A).await.1.contains("1 of 2"));
     c.stop_without(ROOM_1).await;
@@ -122,9 +182,21 @@ async fn offers_of_a_killed_edge_stay_pending_until_they_expire() {
     let mut callee = c.client(B).await;
     let offers = callee.join(&lobby).await;
     assert_eq!(offers.len(), 1, "still pending after its edge died");
-    assert_eq!((offers[0].offer_id, offers[0].candidates.clone()), (offer_id, vec![candidate(1)]));
-    let closed = callee.next_where(|m| matches!(m, ServerMessage::OfferClosed { .. })).await;
-    assert_eq!(closed, ServerMessage::OfferClosed { offer_id, room: lobby.clone(), reason: CloseReason::Expired });
+    assert_eq!(
+        (offers[0].offer_id, offers[0].candidates.clone()),
+        (offer_id, vec![candidate(1)])
+    );
+    let closed = callee
+        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
+        .await;
+    assert_eq!(
+        closed,
+        ServerMessage::OfferClosed {
+            offer_id,
+            room: lobby.clone(),
+            reason: CloseReason::Expired
+        }
+    );
     // Clients of the dead edge reconnect elsewhere.
     let mut back = c.client(B).await;
     assert!(back.join(&lobby).await.is_empty());
@@ -145,26 +217,56 @@ async fn two_hundred_concurrent_calls_across_nodes_lose_and_misroute_nothing() {
             let offer_id = caller.offer(&lobby, offer_sdp.clone(), None).await;
             caller.candidate(offer_id, candidate(i)).await;
             let offers = callee.join(&lobby).await;
-            let mine = offers.iter().find(|o| o.offer_id == offer_id).expect("own offer listed");
-            assert_eq!((&mine.sdp, &mine.candidates, mine.from), (&offer_sdp, &vec![candidate(i)], caller.peer_id));
+            let mine = offers
+                .iter()
+                .find(|o| o.offer_id == offer_id)
+                .expect("own offer listed");
+            assert_eq!(
+                (&mine.sdp, &mine.candidates, mine.from),
+                (&offer_sdp, &vec![candidate(i)], caller.peer_id)
+            );
             let answer_sdp = sdp(&format!("answer-{i}"), 1000);
             match callee.answer(offer_id, answer_sdp.clone()).await {
-                ServerMessage::Answered { candidates, .. } => assert_eq!(candidates, vec![candidate(i)]),
+                ServerMessage::Answered { candidates, .. } => {
+                    assert_eq!(candidates, vec![candidate(i)])
+                }
                 other => panic!("call {i}: {other:?}"),
             }
-            let answer = caller.next_where(|m| matches!(m, ServerMessage::Answer { .. })).await;
-            assert_eq!(answer, ServerMessage::Answer { offer_id, from: callee.peer_id, sdp: answer_sdp });
+            let answer = caller
+                .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
+                .await;
+            assert_eq!(
+                answer,
+                ServerMessage::Answer {
+                    offer_id,
+                    from: callee.peer_id,
+                    sdp: answer_sdp
+                }
+            );
             for n in 0..4 {
-                callee.send(ClientMessage::Candidate { offer_id, candidate: candidate(1000 * i + n) }).await;
+                callee
+                    .send(ClientMessage::Candidate {
+                        offer_id,
+                        candidate: candidate(1000 * i + n),
+                    })
+                    .await;
             }
             for n in 0..4 {
-                let got = caller.next_where(|m| matches!(m, ServerMessage::Candidate { .. })).await;
-                let expected = ServerMessage::Candidate { offer_id, from: callee.peer_id, candidate: candidate(1000 * i + n) };
+                let got = caller
+                    .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
+                    .await;
+                let expected = ServerMessage::Candidate {
+                    offer_id,
+                    from: callee.peer_id,
+                    candidate: candidate(1000 * i + n),
+                };
                 assert_eq!(got, expected, "call {i}");
             }
             // Nothing from any other call reached this caller.
             for msg in caller.drain().await {
-                if let ServerMessage::Answer { offer_id: id, .. } | ServerMessage::Candidate { offer_id: id, .. } = msg {
+                if let ServerMessage::Answer { offer_id: id, .. }
+                | ServerMessage::Candidate { offer_id: id, .. } = msg
+                {
                     panic!("call {i} got a message of {id}");
                 }
             }

@@ -28,7 +28,7 @@ use crate::error::BackendError;
 use crate::event::{Event, Topic};
 use crate::hub::Hub;
 use crate::keys::{Key, Keys};
-use crate::store::redis::COMMAND_TIMEOUT;
+use crate::store::redis::{COMMAND_TIMEOUT, backend, client, connection_manager};
 
 /// How long a readiness probe may take to come back.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -80,10 +80,6 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
-fn backend(err: redis::RedisError) -> BackendError {
-    BackendError(format!("redis: {err}"))
-}
-
 impl RedisBus {
     /// Connects the publisher and the subscriber connections. `replica` names
     /// this process (for its probe channel). Run the returned [`Subscriber`].
@@ -93,19 +89,8 @@ impl RedisBus {
         replica: &str,
         hub: Arc<Hub>,
     ) -> Result<(Self, Subscriber), BackendError> {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let publisher = tokio::time::timeout(
-            COMMAND_TIMEOUT * 2,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| BackendError("timed out connecting to redis".into()))?
-        .map_err(backend)?;
+        let client = client(url)?;
+        let publisher = connection_manager(&client).await?;
         let first = connect_pubsub(&client).await?;
         let keys = Keys::new(prefix);
         let bus = RedisBus {

@@ -376,7 +376,10 @@ impl RoomService for RemoteRooms {
         let live = self.live_replicas();
         Readiness {
             ready: live > 0,
-            detail: format!("{live} of {} room replicas serving", self.shared.replicas.len()),
+            detail: format!(
+                "{live} of {} room replicas serving",
+                self.shared.replicas.len()
+            ),
         }
     }
 }

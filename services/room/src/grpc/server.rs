@@ -39,8 +39,10 @@ use crate::room::Room;
 use crate::session::{Session, SessionState};
 use crate::store::Store;
 
-/// Frames queued towards one edge, at most.
-const STREAM_QUEUE: usize = 4096;
+/// Frames queued towards one edge, at most. The queue allocates as it fills,
+/// so the bound costs nothing while idle; it is there for bursts (a big room's
+/// presence storm when many members leave at once).
+const STREAM_QUEUE: usize = 65_536;
 /// How often readiness is re-checked for the health service.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 

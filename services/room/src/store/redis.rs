@@ -136,19 +136,7 @@ impl Scripts {
 impl RedisStore {
     /// Connects to `url`; commands reconnect by themselves after failures.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = tokio::time::timeout(
-            COMMAND_TIMEOUT * 2,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| BackendError("timed out connecting to redis".into()))?
-        .map_err(backend)?;
+        let conn = connection_manager(&client(url)?).await?;
         Ok(Self {
             conn,
             keys: Keys::new(prefix),
@@ -187,7 +175,36 @@ impl RedisStore {
     }
 }
 
-fn backend(err: redis::RedisError) -> BackendError {
+/// A client for `url` whose connections have `TCP_NODELAY` set (redis-rs leaves
+/// Nagle on by default, which stalls pipelined small writes by tens of ms).
+pub(crate) fn client(url: &str) -> Result<redis::Client, BackendError> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map_err(backend)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info).map_err(backend)
+}
+
+/// A reconnecting connection with bounded command and connect times.
+pub(crate) async fn connection_manager(
+    client: &redis::Client,
+) -> Result<ConnectionManager, BackendError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    tokio::time::timeout(
+        COMMAND_TIMEOUT * 2,
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    .map_err(|_| BackendError("timed out connecting to redis".into()))?
+    .map_err(backend)
+}
+
+pub(crate) fn backend(err: redis::RedisError) -> BackendError {
     BackendError(format!("redis: {err}"))
 }
 

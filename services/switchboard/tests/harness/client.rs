@@ -29,10 +29,13 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (mut ws, _) = timeout(DEADLINE, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect in time")
-            .expect("connect");
+        let (mut ws, _) = timeout(
+            DEADLINE,
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect");
         let welcome = read_message(&mut ws).await.expect("welcome");
         let ServerMessage::Welcome { peer_id, .. } = welcome else {
             panic!("first frame must be welcome, got {welcome:?}");

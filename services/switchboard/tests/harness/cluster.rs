@@ -96,6 +96,15 @@ impl Cluster {
 
     /// A distributed cluster; `room_args` go to both room replicas.
     pub async fn distributed_with(routing: Routing, room_args: &[&str]) -> Self {
+        Self::distributed_opts(routing, room_args, &[]).await
+    }
+
+    /// A distributed cluster with extra flags for the rooms and the edges.
+    pub async fn distributed_opts(
+        routing: Routing,
+        room_args: &[&str],
+        more_edge_args: &[&str],
+    ) -> Self {
         let dir = process::log_dir("cluster");
         let redis = process::redis(&dir).await;
         let mut args = vec![
@@ -113,12 +122,14 @@ impl Cluster {
             Routing::Spread => format!("{first},{second}"),
         };
         let edge_args = |rooms: String| {
-            vec![
+            let mut args = vec![
                 "--room".to_owned(),
                 rooms,
                 "--ice-server".into(),
                 "none".into(),
-            ]
+            ];
+            args.extend(more_edge_args.iter().map(|s| s.to_string()));
+            args
         };
         let edge_a =
             process::switchboard(&dir, "edge-a", "edge", &edge_args(rooms(&r1, &r2))).await;

@@ -37,6 +37,17 @@ pub struct Process {
 }
 
 impl Process {
+    /// The process's resident memory in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Kills the process at once (SIGKILL) and waits for it.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
