@@ -5,6 +5,8 @@
 //! cargo test --release -p switchboard --test measure -- --ignored --nocapture
 //! ```
 
+#![allow(clippy::print_stdout)] // printing the figures is the point
+
 mod harness;
 
 use std::time::{Duration, Instant};
