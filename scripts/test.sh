@@ -41,3 +41,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+# --- browser end-to-end ------------------------------------------------------
+ensure_package chromium chromium
+ensure_package node nodejs
+ensure_package npm npm
+
+step "browser end-to-end"
+cargo build --locked
+npm ci --prefix services/switchboard/tests/browser --no-audit --no-fund
+node services/switchboard/tests/browser/e2e.mjs

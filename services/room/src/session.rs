@@ -336,12 +336,7 @@ impl<S: Store, B: Bus> Session<S, B> {
     }
 
     async fn answer(&mut self, offer_id: OfferId, sdp: Sdp) -> Result<Reply, RoomError> {
-        let record = self
-            .room
-            .store()
-            .offer(&offer_id)
-            .await?
-            .ok_or(RoomError::OfferNotFound)?;
+        let record = self.live_offer(&offer_id).await?;
         if record.caller == self.peer {
             return Err(RoomError::not_allowed("you cannot answer your own offer"));
         }
@@ -396,12 +391,7 @@ impl<S: Store, B: Bus> Session<S, B> {
     }
 
     async fn hangup(&mut self, offer_id: OfferId) -> Result<Reply, RoomError> {
-        let record = self
-            .room
-            .store()
-            .offer(&offer_id)
-            .await?
-            .ok_or(RoomError::OfferNotFound)?;
+        let record = self.live_offer(&offer_id).await?;
         let allowed = match record.is_pending() {
             true => record.caller == self.peer,
             false => record.counterpart(&self.peer).is_some(),
@@ -413,6 +403,15 @@ impl<S: Store, B: Bus> Session<S, B> {
         }
         self.end(&offer_id, CloseReason::Withdrawn).await?;
         Ok(Reply::Done)
+    }
+
+    /// A live offer or call, or `offer_not_found`.
+    async fn live_offer(&self, offer_id: &OfferId) -> Result<OfferRecord, RoomError> {
+        self.room
+            .store()
+            .offer(offer_id)
+            .await?
+            .ok_or(RoomError::OfferNotFound)
     }
 
     /// Removes one of this peer's offers or calls and tells the others.

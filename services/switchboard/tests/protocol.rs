@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use harness::cluster::Side::{A, B};
 use harness::{Client, Cluster, candidate, room, sdp};
-use switchboard_proto::{ClientMessage, CloseReason, ErrorCode, ServerMessage};
+use switchboard_proto::{ClientMessage, CloseReason, ErrorCode, RoomId, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn full_call_with_offer_published_before_the_callee_joins(c: &Cluster) {
@@ -250,11 +250,7 @@ async fn targeted_offers_are_shown_and_answerable_only_by_their_target(c: &Clust
 }
 
 async fn hangup_withdraws_a_pending_offer(c: &Cluster) {
-    let lobby = room("withdraw");
-    let mut caller = c.client(A).await;
-    let mut viewer = c.client(B).await;
-    caller.join(&lobby).await;
-    viewer.join(&lobby).await;
+    let (lobby, mut caller, mut viewer) = pair(c, "withdraw").await;
     let offer_id = caller.offer(&lobby, sdp("offer", 200), None).await;
     viewer
         .next_where(|m| matches!(m, ServerMessage::Offer { .. }))
@@ -287,6 +283,16 @@ async fn hangup_withdraws_a_pending_offer(c: &Cluster) {
         )
         .await;
     assert!(viewer.join(&lobby).await.is_empty());
+}
+
+/// A room with one member on side A and one on side B.
+async fn pair(c: &Cluster, name: &str) -> (RoomId, Client, Client) {
+    let lobby = room(name);
+    let mut a = c.client(A).await;
+    let mut b = c.client(B).await;
+    a.join(&lobby).await;
+    b.join(&lobby).await;
+    (lobby, a, b)
 }
 
 /// Sets up an answered call between a caller on A and a callee on B.
@@ -386,11 +392,7 @@ async fn disconnecting_withdraws_offers_and_hangs_up_calls(c: &Cluster) {
 }
 
 async fn leaving_a_room_withdraws_offers_there(c: &Cluster) {
-    let lobby = room("leave");
-    let mut caller = c.client(A).await;
-    let mut viewer = c.client(B).await;
-    caller.join(&lobby).await;
-    viewer.join(&lobby).await;
+    let (lobby, mut caller, mut viewer) = pair(c, "leave").await;
     let offer_id = caller.offer(&lobby, sdp("offer", 200), None).await;
     assert!(matches!(
         caller
@@ -496,11 +498,7 @@ async fn presence_is_announced_to_the_other_members(c: &Cluster) {
 }
 
 async fn who_may_send_candidates(c: &Cluster) {
-    let lobby = room("candidates");
-    let mut caller = c.client(A).await;
-    let mut other = c.client(B).await;
-    caller.join(&lobby).await;
-    other.join(&lobby).await;
+    let (lobby, mut caller, mut other) = pair(c, "candidates").await;
     let offer_id = caller.offer(&lobby, sdp("offer", 200), None).await;
     // Before the answer only the caller may send candidates.
     other
@@ -867,11 +865,7 @@ async fn standalone_offers_expire_and_those_shown_them_are_told() {
 }
 
 async fn offers_expire_and_those_shown_them_are_told(c: &Cluster) {
-    let lobby = room("expiry");
-    let mut caller = c.client(A).await;
-    let mut viewer = c.client(B).await;
-    caller.join(&lobby).await;
-    viewer.join(&lobby).await;
+    let (lobby, mut caller, mut viewer) = pair(c, "expiry").await;
     let offer_id = caller.offer(&lobby, sdp("offer", 200), None).await;
     let expected = ServerMessage::OfferClosed {
         offer_id,
@@ -918,48 +912,30 @@ macro_rules! topology {
     };
 }
 
-topology!(
-    standalone,
-    crate::Cluster::standalone(),
-    [
-        full_call_with_offer_published_before_the_callee_joins,
-        offers_reach_members_already_in_the_room_but_never_their_caller,
-        twenty_concurrent_answers_exactly_one_wins,
-        targeted_offers_are_shown_and_answerable_only_by_their_target,
-        hangup_withdraws_a_pending_offer,
-        hangup_ends_an_answered_call_for_both_sides,
-        disconnecting_withdraws_offers_and_hangs_up_calls,
-        leaving_a_room_withdraws_offers_there,
-        presence_is_announced_to_the_other_members,
-        who_may_send_candidates,
-        answering_is_refused_where_it_must_be,
-        limits_on_offers_and_buffered_candidates,
-        requests_get_exactly_one_reply_and_bare_messages_no_ok,
-        many_calls_in_parallel_are_never_crossed,
-        every_bad_message_gets_its_error_and_the_connection_survives,
-    ]
-);
+/// The whole suite, on every topology.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        topology!(standalone, crate::Cluster::standalone(), [$($test),*]);
+        topology!(distributed, crate::Cluster::distributed(), [$($test),*]);
+    };
+}
 
-topology!(
-    distributed,
-    crate::Cluster::distributed(),
-    [
-        full_call_with_offer_published_before_the_callee_joins,
-        offers_reach_members_already_in_the_room_but_never_their_caller,
-        twenty_concurrent_answers_exactly_one_wins,
-        targeted_offers_are_shown_and_answerable_only_by_their_target,
-        hangup_withdraws_a_pending_offer,
-        hangup_ends_an_answered_call_for_both_sides,
-        disconnecting_withdraws_offers_and_hangs_up_calls,
-        leaving_a_room_withdraws_offers_there,
-        presence_is_announced_to_the_other_members,
-        who_may_send_candidates,
-        answering_is_refused_where_it_must_be,
-        limits_on_offers_and_buffered_candidates,
-        requests_get_exactly_one_reply_and_bare_messages_no_ok,
-        many_calls_in_parallel_are_never_crossed,
-        every_bad_message_gets_its_error_and_the_connection_survives,
-    ]
+suite!(
+    full_call_with_offer_published_before_the_callee_joins,
+    offers_reach_members_already_in_the_room_but_never_their_caller,
+    twenty_concurrent_answers_exactly_one_wins,
+    targeted_offers_are_shown_and_answerable_only_by_their_target,
+    hangup_withdraws_a_pending_offer,
+    hangup_ends_an_answered_call_for_both_sides,
+    disconnecting_withdraws_offers_and_hangs_up_calls,
+    leaving_a_room_withdraws_offers_there,
+    presence_is_announced_to_the_other_members,
+    who_may_send_candidates,
+    answering_is_refused_where_it_must_be,
+    limits_on_offers_and_buffered_candidates,
+    requests_get_exactly_one_reply_and_bare_messages_no_ok,
+    many_calls_in_parallel_are_never_crossed,
+    every_bad_message_gets_its_error_and_the_connection_survives,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

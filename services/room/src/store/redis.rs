@@ -57,7 +57,7 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         // Fields read by every script, in this order.
-        const FIELDS: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'sdp', 'answerer', 'deadline')";
+        const READ: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'sdp', 'answerer', 'deadline')";
         // Whether the record in `f` is missing, or a pending offer past its deadline.
         const GONE: &str = "local gone = (not f[2]) or ((not f[5]) and tonumber(f[6]) <= now)";
         Self {
@@ -77,7 +77,7 @@ impl Scripts {
             // KEYS: offer. Returns the fields, or nil when gone.
             get: Script::new(&format!(
                 "{NOW}
-                {FIELDS}
+                {READ}
                 {GONE}
                 if gone then return nil end
                 return f"
@@ -85,7 +85,7 @@ impl Scripts {
             // KEYS: offer, candidates. ARGV: from, candidate JSON, max.
             add_candidate: Script::new(&format!(
                 "{NOW}
-                {FIELDS}
+                {READ}
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[5] or f[2] ~= ARGV[1] then return {{'parties', f[2], f[5] or ''}} end
@@ -97,7 +97,7 @@ impl Scripts {
             // KEYS: offer, candidates, expiries. ARGV: answerer, call TTL ms, id.
             claim: Script::new(&format!(
                 "{NOW}
-                {FIELDS}
+                {READ}
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[5] then return {{'taken'}} end
@@ -114,7 +114,7 @@ impl Scripts {
             // what it removed, or nil (an expired offer is left to the sweeper).
             remove: Script::new(&format!(
                 "{NOW}
-                {FIELDS}
+                {READ}
                 {GONE}
                 if gone then return nil end
                 redis.call('DEL', KEYS[1], KEYS[2])
