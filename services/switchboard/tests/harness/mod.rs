@@ -3,7 +3,7 @@
 //!
 //! Every wait has a deadline ([`DEADLINE`]); nothing sleeps to synchronise.
 
-#![allow(dead_code)] // each test binary uses its own part of the harness
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of the harness
 
 pub mod client;
 pub mod cluster;

@@ -1,0 +1,262 @@
+//! The store contract: the in-memory store and the Redis store (against a real
+//! `redis-server` this test starts) behave the same, operation by operation.
+//! The room logic relies on exactly these guarantees.
+
+mod harness;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use harness::process;
+use harness::{candidate, room, sdp};
+use switchboard_proto::{OfferId, PeerId};
+use switchboard_room::Store;
+use switchboard_room::store::memory::MemoryStore;
+use switchboard_room::store::redis::RedisStore;
+use switchboard_room::store::{AddCandidate, Claim, OfferRecord, Parties};
+
+const TTL: Duration = Duration::from_secs(60);
+const CALL_TTL: Duration = Duration::from_secs(600);
+
+fn record(room_name: &str, caller: PeerId) -> OfferRecord {
+    OfferRecord {
+        id: OfferId::random(),
+        room: room(room_name),
+        caller,
+        to: None,
+        sdp: sdp("offer", 300),
+        answerer: None,
+    }
+}
+
+async fn offers_are_listed_with_their_candidates_in_order(store: &impl Store) {
+    let caller = PeerId::random();
+    let first = record("listing", caller);
+    let mut second = record("listing", caller);
+    second.to = Some(PeerId::random());
+    store.insert_offer(&first, TTL).await.expect("insert");
+    store.insert_offer(&second, TTL).await.expect("insert");
+    store
+        .insert_offer(&record("elsewhere", caller), TTL)
+        .await
+        .expect("insert");
+    for n in 0..3 {
+        let added = store
+            .add_candidate(&first.id, &caller, &candidate(n), 10)
+            .await
+            .expect("add");
+        assert_eq!(added, AddCandidate::Buffered);
+    }
+    assert_eq!(
+        store.offer(&second.id).await.expect("get"),
+        Some(second.clone())
+    );
+    let listed = store.room_offers(&room("listing")).await.expect("list");
+    assert_eq!(
+        listed,
+        vec![(first, (0..3).map(candidate).collect()), (second, vec![])]
+    );
+}
+
+async fn only_the_caller_buffers_and_only_up_to_the_limit(store: &impl Store) {
+    let caller = PeerId::random();
+    let offer = record("buffer", caller);
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    let stranger = PeerId::random();
+    let added = store
+        .add_candidate(&offer.id, &stranger, &candidate(1), 2)
+        .await
+        .expect("add");
+    assert_eq!(
+        added,
+        AddCandidate::NotBuffered(Parties {
+            caller,
+            answerer: None
+        })
+    );
+    for n in 0..2 {
+        assert_eq!(
+            store
+                .add_candidate(&offer.id, &caller, &candidate(n), 2)
+                .await
+                .expect("add"),
+            AddCandidate::Buffered
+        );
+    }
+    assert_eq!(
+        store
+            .add_candidate(&offer.id, &caller, &candidate(3), 2)
+            .await
+            .expect("add"),
+        AddCandidate::BufferFull
+    );
+    let unknown = OfferId::random();
+    assert_eq!(
+        store
+            .add_candidate(&unknown, &caller, &candidate(1), 2)
+            .await
+            .expect("add"),
+        AddCandidate::NotFound
+    );
+}
+
+async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
+    let caller = PeerId::random();
+    let offer = record("claim", caller);
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    store
+        .add_candidate(&offer.id, &caller, &candidate(1), 10)
+        .await
+        .expect("add");
+    let answerers: Vec<PeerId> = (0..16).map(|_| PeerId::random()).collect();
+    let claims = join_all(
+        answerers
+            .iter()
+            .map(|a| store.claim(&offer.id, a, CALL_TTL)),
+    )
+    .await;
+    let won: Vec<usize> = (0..claims.len())
+        .filter(|i| matches!(claims[*i], Ok(Claim::Won(_))))
+        .collect();
+    assert_eq!(won.len(), 1, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, Ok(Claim::Won(_) | Claim::Taken)))
+    );
+    assert_eq!(
+        claims[won[0]].as_ref().ok(),
+        Some(&Claim::Won(vec![candidate(1)]))
+    );
+    let winner = answerers[won[0]];
+    // Now a call: no longer listed, candidates are not buffered any more.
+    assert!(
+        store
+            .room_offers(&room("claim"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let added = store
+        .add_candidate(&offer.id, &caller, &candidate(2), 10)
+        .await
+        .expect("add");
+    assert_eq!(
+        added,
+        AddCandidate::NotBuffered(Parties {
+            caller,
+            answerer: Some(winner)
+        })
+    );
+    let call = store
+        .offer(&offer.id)
+        .await
+        .expect("get")
+        .expect("live call");
+    assert_eq!((call.caller, call.answerer), (caller, Some(winner)));
+    assert_eq!(
+        store
+            .claim(&OfferId::random(), &winner, CALL_TTL)
+            .await
+            .expect("claim"),
+        Claim::NotFound
+    );
+}
+
+async fn a_removal_is_seen_by_exactly_one_remover(store: &impl Store) {
+    let offer = record("remove", PeerId::random());
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    let removals = join_all((0..8).map(|_| store.remove_offer(&offer.id))).await;
+    let seen: Vec<_> = removals
+        .into_iter()
+        .filter_map(|r| r.expect("remove"))
+        .collect();
+    assert_eq!(seen, vec![offer.clone()]);
+    assert_eq!(store.offer(&offer.id).await.expect("get"), None);
+    assert!(
+        store
+            .room_offers(&room("remove"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+async fn expired_offers_are_taken_once_and_are_gone_meanwhile(store: &impl Store) {
+    let offer = record("expiry", PeerId::random());
+    store
+        .insert_offer(&offer, Duration::from_millis(200))
+        .await
+        .expect("insert");
+    let claimed = record("expiry", PeerId::random());
+    store
+        .insert_offer(&claimed, Duration::from_millis(200))
+        .await
+        .expect("insert");
+    store
+        .claim(&claimed.id, &PeerId::random(), CALL_TTL)
+        .await
+        .expect("claim");
+    let deadline = tokio::time::Instant::now() + harness::DEADLINE;
+    let taken = loop {
+        let taken = store.take_expired(100).await.expect("take");
+        if !taken.is_empty() {
+            break taken;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the offer never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(taken, vec![offer.clone()], "only the pending offer expires");
+    assert!(
+        store.take_expired(100).await.expect("take").is_empty(),
+        "taken once"
+    );
+    assert_eq!(store.offer(&offer.id).await.expect("get"), None);
+    assert!(
+        store
+            .claim(&offer.id, &PeerId::random(), CALL_TTL)
+            .await
+            .expect("claim")
+            == Claim::NotFound
+    );
+    assert!(
+        store.offer(&claimed.id).await.expect("get").is_some(),
+        "the call lives on"
+    );
+}
+
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&super::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let dir = super::process::log_dir("store");
+                    let server = super::process::redis(&dir).await;
+                    let url = format!("redis://{}/", server.addr);
+                    let store = super::RedisStore::connect(&url, "contract:").await.expect("connect");
+                    super::$test(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    offers_are_listed_with_their_candidates_in_order,
+    only_the_caller_buffers_and_only_up_to_the_limit,
+    exactly_one_of_many_concurrent_claims_wins,
+    a_removal_is_seen_by_exactly_one_remover,
+    expired_offers_are_taken_once_and_are_gone_meanwhile,
+);
