@@ -175,17 +175,44 @@ pub async fn redis(dir: &Path) -> Process {
     process
 }
 
-/// `switchboard ROLE ARGS…` on a fixed free port; returns once it listens.
+/// `switchboard ROLE ARGS…` listening on `127.0.0.1:0`; returns once it
+/// listens, with the address it reported in its (JSON) log.
 pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) -> Process {
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut full = vec![role.to_owned(), "--listen".into(), addr.to_string()];
+    let mut full = vec![
+        role.to_owned(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--log-format".into(),
+        "json".into(),
+    ];
     full.extend_from_slice(args);
     let program = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
-    let process = spawn(&program, &full, &dir.join(format!("{name}.log")), addr).await;
-    wait_until(&format!("{name} to listen"), || async {
-        TcpStream::connect(addr).await.is_ok()
+    let log = dir.join(format!("{name}.log"));
+    let unknown: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut process = spawn(&program, &full, &log, unknown).await;
+    let mut addr = None;
+    wait_until(&format!("{name} to report its address"), || {
+        addr = listen_addr(&log);
+        let found = addr.is_some();
+        async move { found }
     })
     .await;
+    process.addr = addr.expect("address found");
+    // A restart must come back on the same port.
+    let port = full
+        .iter()
+        .position(|a| a == "127.0.0.1:0")
+        .expect("listen arg");
+    full[port] = process.addr.to_string();
+    process.args = full;
     process
+}
+
+/// The address from the first log line that has a `listen` field.
+fn listen_addr(log: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.split_once("\"listen\":\"")?.1;
+        rest.split('"').next()?.parse().ok()
+    })
 }
