@@ -4,10 +4,11 @@
 //   1. standalone:  one `switchboard standalone`; caller and callee in two Chromium instances.
 //   2. distributed: redis-server, two room replicas, edge A -> replica 1 only and
 //                   edge B -> replica 2 only; caller on edge A, callee on edge B.
-//   3. failure paths (on the distributed cluster): two pages race to answer one offer
-//                   (the loser must say "already answered"); edge A is SIGKILLed under
-//                   a page (it must say "Cannot reach the signaling server"), then
-//                   restarted on the same port (the page must reconnect by itself).
+//   3. answer race (distributed cluster): a page on edge A and one on edge B answer the
+//                   same offer at once; the loser must say "already answered".
+//   4. edge down (distributed cluster): edge A is SIGKILLed under a page, which must say
+//                   "Cannot reach the signaling server"; edge A restarts on the same port
+//                   and the page must reconnect by itself.
 //
 // Usage (from the repository root):
 //   cargo build && npm ci --prefix services/switchboard/tests/browser && \
@@ -62,6 +63,7 @@ class Skip extends Error {}
 // A phase is a list of checks that build on each other: after its first failure the rest
 // of the phase is skipped (printed, not counted) and the next phase runs.
 async function phase(name, fn) {
+  if (finished) return;
   console.log(`\n--- ${name} (${elapsed()})`);
   const ctx = {
     async check(title, body) {
@@ -79,7 +81,7 @@ async function phase(name, fn) {
     await fn(ctx);
   } catch (e) {
     if (!(e instanceof Skip)) record(`[${name}] error`, false, oneLine(e));
-    console.log(`SKIP rest of [${name}] after the failure above`);
+    if (!finished) console.log(`SKIP rest of [${name}] after the failure above`);
   }
 }
 
@@ -406,11 +408,11 @@ async function stopCluster(cl) {
   await stop(cl.redis);
 }
 
-function failurePhase(c, cl) {
-  return withBrowsers(3, 'failure', async (bA, bB, bC) => {
-    const room = 'e2e-failure';
-    // (1) two pages on different edges race to answer the same offer
-    const caller = await openPage(bA, 'failure-caller', `${cl.edgeA.url}/?room=${room}&autocall=1`);
+// Failure path 1: two pages, one per edge, answer the same offer at once.
+function racePhase(c, cl) {
+  return withBrowsers(3, 'answer-race', async (bA, bB, bC) => {
+    const room = 'e2e-race';
+    const caller = await openPage(bA, 'race-caller', `${cl.edgeA.url}/?room=${room}&autocall=1`);
     let offerId;
     const racers = [];
     await c.check('an offer made via edge A is listed by a page on edge A and one on edge B', async () => {
@@ -423,7 +425,7 @@ function failurePhase(c, cl) {
     });
 
     let winner, loser;
-    await c.check('two pages (edge A, edge B) answer one offer at once: exactly one wins', async () => {
+    await c.check('both pages call answer() at once: exactly one wins', async () => {
       const won = await Promise.all(racers.map((p) => p.evaluate((id) => window.switchboard.answer(id), offerId)));
       if (won.filter((w) => w === true).length !== 1) throw new Error(`answer() results ${JSON.stringify(won)}`);
       [winner, loser] = won[0] ? racers : [racers[1], racers[0]];
@@ -436,41 +438,49 @@ function failurePhase(c, cl) {
       if (s.role !== null) throw new Error(`loser still in a call: ${JSON.stringify(s)}`);
       return `#error="${s.error}" #status="${s.status}" code=${s.lastErrorCode}`;
     });
-    await c.check('the winning page is in the call (ICE connected)', async () => {
+    await c.check('the winning page and the caller are in the call (ICE connected)', async () => {
       await waitPage(winner, 'winner ICE', () => ['connected', 'completed'].includes(window.switchboard.iceConnectionState));
       await waitPage(caller, 'caller ICE', () => ['connected', 'completed'].includes(window.switchboard.iceConnectionState));
       return `winner ice=${(await state(winner)).ice}, caller ice=${(await state(caller)).ice}`;
     });
-    await winner.evaluate(() => window.switchboard.hangup());
-    await waitPage(caller, 'caller sees hangup', () => window.switchboard.callEnded === true);
+  });
+}
 
-    // (2) the edge a page is connected to dies, then comes back on the same port
+// Failure path 2: the edge a page is connected to dies (SIGKILL), then comes back on the same port.
+function edgeDownPhase(c, cl) {
+  return withBrowsers(2, 'edge-down', async (bA, bB) => {
+    const room = 'e2e-edge-down';
+    const onA = await openPage(bA, 'edge-down-page-a', `${cl.edgeA.url}/?room=${room}`);
+    const onB = await openPage(bB, 'edge-down-page-b', `${cl.edgeB.url}/?room=${room}`);
+    await c.check('a page on edge A and a page on edge B joined the room', async () => {
+      for (const p of [onA, onB]) await waitPage(p, 'joined', () => window.switchboard.connected && window.switchboard.joined);
+      return `edge A peer ${(await state(onA)).peerId}, edge B peer ${(await state(onB)).peerId}`;
+    });
     await cl.edgeA.kill();
-    const onB = racers[1];
     await c.check('edge A SIGKILLed: its page shows "Cannot reach the signaling server"', async () => {
-      await waitPage(caller, 'disconnected message', () => !window.switchboard.connected
+      await waitPage(onA, 'disconnected message', () => !window.switchboard.connected
         && /Cannot reach the signaling server/.test(document.getElementById('error').textContent));
-      const s = await state(caller);
+      const s = await state(onA);
       return `#error="${s.error}" #status="${s.status}"`;
     });
-    await c.check('a page on edge B stays connected while edge A is down', async () => {
+    await c.check('the page on edge B stays connected while edge A is down', async () => {
       const s = await state(onB);
-      if (!s.connected || !s.joined || /Cannot reach/.test(s.error)) throw new Error(JSON.stringify(s));
+      if (!s.connected || !s.joined || s.error) throw new Error(JSON.stringify(s));
       return `connected=${s.connected} joined=${s.joined}`;
     });
     await cl.edgeA.start();
     await c.check('edge A restarted on the same port: the page reconnects, rejoins, error cleared', async () => {
-      await waitPage(caller, 'reconnected', () => window.switchboard.connected && window.switchboard.joined
+      await waitPage(onA, 'reconnected', () => window.switchboard.connected && window.switchboard.joined
         && document.getElementById('error').textContent === '' && window.switchboard.error === '');
-      const s = await state(caller);
+      const s = await state(onA);
       return `connected=${s.connected} joined=${s.joined} room=${s.room} #status="${s.status}"`;
     });
     await c.check('after the restart, an offer made via edge A reaches the page on edge B', async () => {
-      await caller.evaluate(() => window.switchboard.call());
-      await waitPage(caller, 'new offer', () => !!window.switchboard.offerId);
-      const id = (await state(caller)).offerId;
+      await onA.evaluate(() => window.switchboard.call());
+      await waitPage(onA, 'new offer', () => !!window.switchboard.offerId);
+      const id = (await state(onA)).offerId;
       await waitPage(onB, 'offer on edge B', (i) => window.switchboard.pendingOffers.includes(i), id);
-      await caller.evaluate(() => window.switchboard.hangup());
+      await onA.evaluate(() => window.switchboard.hangup());
       return `offerId=${id}`;
     });
   });
@@ -488,10 +498,9 @@ async function main() {
       cluster = await startCluster();
       await callChecks(c, 'distributed', cluster.edgeA.url, cluster.edgeB.url, 'e2e-distributed', 'caller');
     });
-    if (!cluster) {
-      record('[failure] cluster', false, 'not started (see above)');
-    } else {
-      await phase('failure', (c) => failurePhase(c, cluster));
+    if (cluster) {
+      await phase('answer race', (c) => racePhase(c, cluster));
+      await phase('edge down', (c) => edgeDownPhase(c, cluster));
     }
   } finally {
     await stopCluster(cluster);
