@@ -95,8 +95,8 @@ pub(crate) async fn run<R: RoomService>(
         tracing::debug!("connected");
         let end = conn.pump(peer, &mut session, &mut events, &shutdown).await;
         tracing::debug!(reason = ?end, "disconnected");
-        conn.close(end).await;
-        session.close().await;
+        // The close handshake may linger up to a second; clean up meanwhile.
+        tokio::join!(conn.close(end), session.close());
     }
     .instrument(span)
     .await
