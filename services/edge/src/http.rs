@@ -27,6 +27,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::EdgeConfig;
 use crate::connection;
 
+/// Largest write backlog per client, in bytes.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 
@@ -98,7 +101,10 @@ async fn websocket<R: RoomService>(
         // to fit a large message and the read limit bounds them.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(limit.saturating_mul(4).max(64 * 1024))
+        // Bounds what may pile up for a client that does not read; it must hold
+        // the largest frame the server sends (a pending offer with a full
+        // candidate buffer is ~150 KiB), whatever the client's own limit.
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {

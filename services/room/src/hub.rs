@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use switchboard_proto::{PeerId, RoomId};
+use switchboard_proto::{PeerId, RoomId, ServerMessage};
 
 use crate::event::{Event, Topic};
 use crate::outbox::Outbox;
@@ -21,9 +21,17 @@ pub struct Hub {
 
 #[derive(Debug, Default)]
 struct State {
-    peers: HashMap<PeerId, Outbox>,
+    peers: HashMap<PeerId, (Attachment, Outbox)>,
     rooms: HashMap<RoomId, HashSet<PeerId>>,
+    next: u64,
 }
+
+/// One registration of a peer. A peer can be registered again (its session
+/// resumed here after a failover) while its old session is still winding down;
+/// changes made through a stale attachment are ignored, so the old session's
+/// clean-up never undoes the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attachment(u64);
 
 impl Hub {
     pub fn new() -> Arc<Self> {
@@ -31,13 +39,25 @@ impl Hub {
     }
 
     /// Registers a connected peer; events for it now reach `outbox`.
-    pub(crate) fn attach(&self, peer: PeerId, outbox: Outbox) {
-        self.write().peers.insert(peer, outbox);
+    pub(crate) fn attach(&self, peer: PeerId, outbox: Outbox) -> Attachment {
+        let mut state = self.write();
+        state.next += 1;
+        let attachment = Attachment(state.next);
+        state.peers.insert(peer, (attachment, outbox));
+        attachment
     }
 
     /// Forgets a peer and its room memberships.
-    pub(crate) fn detach(&self, peer: &PeerId, rooms: impl IntoIterator<Item = RoomId>) {
+    pub(crate) fn detach(
+        &self,
+        peer: &PeerId,
+        attachment: Attachment,
+        rooms: impl IntoIterator<Item = RoomId>,
+    ) {
         let mut state = self.write();
+        if !state.is_current(peer, attachment) {
+            return;
+        }
         state.peers.remove(peer);
         for room in rooms {
             state.remove_member(&room, peer);
@@ -45,17 +65,26 @@ impl Hub {
     }
 
     /// Adds a local member to a room.
-    pub(crate) fn join(&self, room: &RoomId, peer: PeerId) {
-        self.write()
-            .rooms
-            .entry(room.clone())
-            .or_default()
-            .insert(peer);
+    pub(crate) fn join(&self, room: &RoomId, peer: PeerId, attachment: Attachment) {
+        let mut state = self.write();
+        if state.is_current(&peer, attachment) {
+            state.rooms.entry(room.clone()).or_default().insert(peer);
+        }
     }
 
     /// Removes a local member from a room.
-    pub(crate) fn leave(&self, room: &RoomId, peer: &PeerId) {
-        self.write().remove_member(room, peer);
+    pub(crate) fn leave(&self, room: &RoomId, peer: &PeerId, attachment: Attachment) {
+        let mut state = self.write();
+        if state.is_current(peer, attachment) {
+            state.remove_member(room, peer);
+        }
+    }
+
+    /// Queues a message for one local peer directly (not through the bus).
+    pub(crate) fn deliver(&self, peer: &PeerId, msg: ServerMessage) {
+        if let Some((_, outbox)) = self.read().peers.get(peer) {
+            outbox.push(Arc::new(msg));
+        }
     }
 
     /// Number of peers connected to this process.
@@ -68,7 +97,7 @@ impl Hub {
         let state = self.read();
         match topic {
             Topic::Peer(peer) => {
-                if let Some(outbox) = state.peers.get(peer) {
+                if let Some((_, outbox)) = state.peers.get(peer) {
                     outbox.push(Arc::new(event.to_message()));
                 }
             }
@@ -78,7 +107,7 @@ impl Hub {
                 };
                 let mut message = None;
                 for member in members.iter().filter(|m| event.visible_to(m)) {
-                    if let Some(outbox) = state.peers.get(member) {
+                    if let Some((_, outbox)) = state.peers.get(member) {
                         let msg = message.get_or_insert_with(|| Arc::new(event.to_message()));
                         outbox.push(Arc::clone(msg));
                     }
@@ -103,6 +132,12 @@ impl Hub {
 }
 
 impl State {
+    fn is_current(&self, peer: &PeerId, attachment: Attachment) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|(current, _)| *current == attachment)
+    }
+
     fn remove_member(&mut self, room: &RoomId, peer: &PeerId) {
         if let Some(members) = self.rooms.get_mut(room) {
             members.remove(peer);

@@ -17,6 +17,7 @@ use crate::api::RoomSession;
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{Event, Topic, offer_visible_to};
+use crate::hub::Attachment;
 use crate::outbox::Outbox;
 use crate::room::Room;
 use crate::store::{AddCandidate, Claim, OfferRecord, Store};
@@ -59,6 +60,19 @@ impl Reply {
             Reply::Done => ServerMessage::Ok { req: req? },
         })
     }
+}
+
+/// Roughly how many bytes of offers one `joined` reply lists at most.
+pub const JOINED_BUDGET_BYTES: usize = 128 * 1024;
+
+/// An offer's approximate size on the wire.
+fn approx_size(offer: &PendingOffer) -> usize {
+    let candidates: usize = offer
+        .candidates
+        .iter()
+        .map(|c| c.candidate.len() + 96)
+        .sum();
+    offer.sdp.as_str().len() + candidates + 128
 }
 
 /// What a session must remember to clean up after its peer. The edge keeps a
@@ -104,6 +118,7 @@ impl SessionState {
 pub struct Session<S, B> {
     room: Room<S, B>,
     peer: PeerId,
+    attachment: Attachment,
     rooms: HashSet<RoomId>,
     /// Offers this peer made (pending or answered), with their room.
     made: HashMap<OfferId, RoomId>,
@@ -117,14 +132,15 @@ impl<S: Store, B: Bus> Session<S, B> {
         peer: PeerId,
         outbox: Outbox,
     ) -> Result<Self, RoomError> {
-        room.hub().attach(peer, outbox);
+        let attachment = room.hub().attach(peer, outbox);
         if let Err(err) = room.bus().subscribe(&Topic::Peer(peer)).await {
-            room.hub().detach(&peer, []);
+            room.hub().detach(&peer, attachment, []);
             return Err(err.into());
         }
         Ok(Self {
             room,
             peer,
+            attachment,
             rooms: HashSet::new(),
             made: HashMap::new(),
             answered: HashMap::new(),
@@ -142,7 +158,7 @@ impl<S: Store, B: Bus> Session<S, B> {
     ) -> Result<Self, RoomError> {
         let mut session = Self::open(room, peer, outbox).await?;
         for name in state.rooms {
-            session.room.hub().join(&name, peer);
+            session.room.hub().join(&name, peer, session.attachment);
             session.rooms.insert(name.clone());
             session.room.bus().subscribe(&Topic::Room(name)).await?;
         }
@@ -171,7 +187,7 @@ impl<S: Store, B: Bus> Session<S, B> {
     pub async fn detach(self) {
         self.room
             .hub()
-            .detach(&self.peer, self.rooms.iter().cloned());
+            .detach(&self.peer, self.attachment, self.rooms.iter().cloned());
         for room in &self.rooms {
             if let Err(err) = self
                 .room
@@ -194,10 +210,10 @@ impl<S: Store, B: Bus> Session<S, B> {
                     "in too many rooms at once; leave one first",
                 ));
             }
-            self.room.hub().join(&room, self.peer);
+            self.room.hub().join(&room, self.peer, self.attachment);
             let topic = Topic::Room(room.clone());
             if let Err(err) = self.room.bus().subscribe(&topic).await {
-                self.room.hub().leave(&room, &self.peer);
+                self.room.hub().leave(&room, &self.peer, self.attachment);
                 return Err(err.into());
             }
             self.rooms.insert(room.clone());
@@ -219,9 +235,32 @@ impl<S: Store, B: Bus> Session<S, B> {
                 from: o.caller,
                 sdp: o.sdp,
                 candidates,
-            })
-            .collect();
-        Ok(Reply::Joined { room, offers })
+            });
+        // `joined` carries the oldest offers up to a size budget, so the reply
+        // stays a reasonable frame however busy the room; the rest follow at
+        // once as `offer` events (queued before the reply is sent, delivered
+        // right after it).
+        let mut listed = Vec::new();
+        let mut size = 0;
+        for offer in offers {
+            size += approx_size(&offer);
+            if size <= JOINED_BUDGET_BYTES || listed.is_empty() {
+                listed.push(offer);
+            } else {
+                let event = ServerMessage::Offer {
+                    offer_id: offer.offer_id,
+                    room: room.clone(),
+                    from: offer.from,
+                    sdp: offer.sdp,
+                    candidates: offer.candidates,
+                };
+                self.room.hub().deliver(&self.peer, event);
+            }
+        }
+        Ok(Reply::Joined {
+            room,
+            offers: listed,
+        })
     }
 
     async fn leave(&mut self, room: RoomId) -> Result<Reply, RoomError> {
@@ -241,7 +280,7 @@ impl<S: Store, B: Bus> Session<S, B> {
 
     async fn leave_room(&mut self, room: RoomId) -> Result<(), RoomError> {
         self.rooms.remove(&room);
-        self.room.hub().leave(&room, &self.peer);
+        self.room.hub().leave(&room, &self.peer, self.attachment);
         let topic = Topic::Room(room.clone());
         let event = Event::PeerLeft {
             room,
@@ -443,7 +482,7 @@ impl<S: Store, B: Bus> Session<S, B> {
                 tracing::warn!(peer_id = %self.peer, %room, error = %err, "could not leave room on disconnect");
             }
         }
-        self.room.hub().detach(&self.peer, []);
+        self.room.hub().detach(&self.peer, self.attachment, []);
         if let Err(err) = self.room.bus().unsubscribe(&Topic::Peer(self.peer)).await {
             tracing::warn!(peer_id = %self.peer, error = %err, "could not unsubscribe on disconnect");
         }

@@ -896,6 +896,36 @@ async fn offers_expire_and_those_shown_them_are_told(c: &Cluster) {
     assert!(viewer.join(&lobby).await.is_empty());
 }
 
+async fn a_busy_room_is_listed_in_bounded_parts_and_nothing_is_left_out(c: &Cluster) {
+    let (lobby, mut caller, _) = pair(c, "busy").await;
+    let mut offered = HashSet::new();
+    for i in 0..harness::cluster::room_config().max_offers_per_peer {
+        offered.insert(
+            caller
+                .offer(&lobby, sdp(&format!("big-{i}"), 30_000), None)
+                .await,
+        );
+    }
+    let mut joiner = c.client(B).await;
+    let listed = joiner.join(&lobby).await;
+    assert!(
+        !listed.is_empty() && listed.len() < offered.len(),
+        "{} listed",
+        listed.len()
+    );
+    let mut seen: HashSet<_> = listed.iter().map(|o| o.offer_id).collect();
+    while seen.len() < offered.len() {
+        let ServerMessage::Offer { offer_id, .. } = joiner
+            .next_where(|m| matches!(m, ServerMessage::Offer { .. }))
+            .await
+        else {
+            unreachable!()
+        };
+        seen.insert(offer_id);
+    }
+    assert_eq!(seen, offered);
+}
+
 /// Generates one `#[tokio::test]` per suite function for a topology.
 macro_rules! topology {
     ($topology:ident, $cluster:expr, [$($test:ident),* $(,)?]) => {
@@ -936,6 +966,7 @@ suite!(
     requests_get_exactly_one_reply_and_bare_messages_no_ok,
     many_calls_in_parallel_are_never_crossed,
     every_bad_message_gets_its_error_and_the_connection_survives,
+    a_busy_room_is_listed_in_bounded_parts_and_nothing_is_left_out,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,6 +175,7 @@ impl Shared {
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let mut inbound = RoomsClient::new(channel.clone())
+            .max_decoding_message_size(super::MAX_FRAME_BYTES)
             .attach(ReceiverStream::new(rx))
             .await?
             .into_inner();

@@ -13,5 +13,9 @@ pub mod server;
 pub use client::{RemoteRooms, RemoteSession};
 pub use server::serve;
 
+/// Largest frame either side accepts. Frames are far smaller (a `joined` reply
+/// is budgeted to ~128 KiB); this is a guard, not a working limit.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
 /// The name the health service reports this service under.
 pub const SERVICE_NAME: &str = "switchboard.v1.Rooms";

@@ -65,7 +65,9 @@ pub async fn serve<S: Store, B: Bus>(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(health)
-        .add_service(rooms_server::RoomsServer::new(rooms))
+        .add_service(
+            rooms_server::RoomsServer::new(rooms).max_decoding_message_size(super::MAX_FRAME_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await;
     tasks.close();
