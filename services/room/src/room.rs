@@ -151,8 +151,13 @@ impl<S: Store, B: Bus> Room<S, B> {
         let expired = self.store().take_expired(SWEEP_BATCH).await?;
         let count = expired.len();
         for record in expired {
-            tracing::debug!(offer_id = %record.id, room = %record.room, "offer expired");
-            self.retire(record, None, CloseReason::Expired).await?;
+            let (offer_id, room) = (record.id, record.room.clone());
+            tracing::debug!(%offer_id, %room, "offer expired");
+            // Each expired offer is announced on its own: one failure must not
+            // silence the rest of the batch (they are already out of the store).
+            if let Err(err) = self.retire(record, None, CloseReason::Expired).await {
+                tracing::warn!(%offer_id, %room, error = %err, "could not announce an expired offer");
+            }
         }
         Ok(count)
     }

@@ -272,7 +272,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            self.end(&id, CloseReason::OffererLeft).await?;
+            self.end(&id, &room, CloseReason::OffererLeft).await?;
         }
         self.leave_room(room).await?;
         Ok(Reply::Done)
@@ -394,7 +394,7 @@ impl<S: Store, B: Bus> Session<S, B> {
         let candidates = match self
             .room
             .store()
-            .claim(&offer_id, &self.peer, call_ttl)
+            .claim(&offer_id, &record.room, &self.peer, call_ttl)
             .await?
         {
             Claim::Won(candidates) => candidates,
@@ -440,7 +440,8 @@ impl<S: Store, B: Bus> Session<S, B> {
                 "only the caller may withdraw a pending offer, and only the two parties may end a call",
             ));
         }
-        self.end(&offer_id, CloseReason::Withdrawn).await?;
+        self.end(&offer_id, &record.room, CloseReason::Withdrawn)
+            .await?;
         Ok(Reply::Done)
     }
 
@@ -453,11 +454,19 @@ impl<S: Store, B: Bus> Session<S, B> {
             .ok_or(RoomError::OfferNotFound)
     }
 
-    /// Removes one of this peer's offers or calls and tells the others.
-    async fn end(&mut self, offer_id: &OfferId, reason: CloseReason) -> Result<(), RoomError> {
+    /// Removes one of this peer's offers or calls (in `room`) and tells the
+    /// others. It is forgotten here only once the store has removed it, so a
+    /// failed attempt is retried at disconnect.
+    async fn end(
+        &mut self,
+        offer_id: &OfferId,
+        room: &RoomId,
+        reason: CloseReason,
+    ) -> Result<(), RoomError> {
+        let removed = self.room.store().remove_offer(offer_id, room).await?;
         self.made.remove(offer_id);
         self.answered.remove(offer_id);
-        if let Some(record) = self.room.store().remove_offer(offer_id).await? {
+        if let Some(record) = removed {
             self.room.retire(record, Some(self.peer), reason).await?;
         }
         Ok(())
@@ -465,14 +474,11 @@ impl<S: Store, B: Bus> Session<S, B> {
 
     /// Clean-up when the peer disconnects; best effort, every step is attempted.
     async fn disconnect(mut self) {
-        let ids: Vec<OfferId> = self
-            .made
-            .keys()
-            .chain(self.answered.keys())
-            .copied()
+        let ids: Vec<(OfferId, RoomId)> = (self.made.iter().chain(&self.answered))
+            .map(|(id, room)| (*id, room.clone()))
             .collect();
-        for id in ids {
-            if let Err(err) = self.end(&id, CloseReason::OffererLeft).await {
+        for (id, room) in ids {
+            if let Err(err) = self.end(&id, &room, CloseReason::OffererLeft).await {
                 tracing::warn!(peer_id = %self.peer, offer_id = %id, error = %err, "could not end offer on disconnect");
             }
         }

@@ -122,21 +122,24 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<AddCandidate, BackendError>> + Send;
 
-    /// Atomically turns a pending offer into a call answered by `answerer`, kept for
-    /// `call_ttl`, and takes its buffered candidates. Exactly one claim wins.
+    /// Atomically turns a pending offer of `room` into a call answered by
+    /// `answerer`, kept for `call_ttl`, and takes its buffered candidates.
+    /// Exactly one claim wins.
     /// Redis: one Lua script (`HSETNX answerer`, `PEXPIRE`, `SREM`, `ZREM`, `LRANGE`+`DEL`).
     fn claim(
         &self,
         id: &OfferId,
+        room: &RoomId,
         answerer: &PeerId,
         call_ttl: Duration,
     ) -> impl Future<Output = Result<Claim, BackendError>> + Send;
 
-    /// Removes an offer or call; returns it if it was live, so that of two
-    /// concurrent removals exactly one sees it. Redis: one Lua script.
+    /// Removes an offer or call of `room`; returns it if it was live, so that of
+    /// two concurrent removals exactly one sees it. Redis: one Lua script.
     fn remove_offer(
         &self,
         id: &OfferId,
+        room: &RoomId,
     ) -> impl Future<Output = Result<Option<OfferRecord>, BackendError>> + Send;
 
     /// Removes up to `max` pending offers whose TTL has passed and returns them

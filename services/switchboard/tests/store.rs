@@ -112,7 +112,7 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
     let claims = join_all(
         answerers
             .iter()
-            .map(|a| store.claim(&offer.id, a, CALL_TTL)),
+            .map(|a| store.claim(&offer.id, &offer.room, a, CALL_TTL)),
     )
     .await;
     let won: Vec<usize> = (0..claims.len())
@@ -156,7 +156,7 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
     assert_eq!((call.caller, call.answerer), (caller, Some(winner)));
     assert_eq!(
         store
-            .claim(&OfferId::random(), &winner, CALL_TTL)
+            .claim(&OfferId::random(), &offer.room, &winner, CALL_TTL)
             .await
             .expect("claim"),
         Claim::NotFound
@@ -166,7 +166,7 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
 async fn a_removal_is_seen_by_exactly_one_remover(store: &impl Store) {
     let offer = record("remove", PeerId::random());
     store.insert_offer(&offer, TTL).await.expect("insert");
-    let removals = join_all((0..8).map(|_| store.remove_offer(&offer.id))).await;
+    let removals = join_all((0..8).map(|_| store.remove_offer(&offer.id, &offer.room))).await;
     let seen: Vec<_> = removals
         .into_iter()
         .filter_map(|r| r.expect("remove"))
@@ -194,7 +194,7 @@ async fn expired_offers_are_taken_once_and_are_gone_meanwhile(store: &impl Store
         .await
         .expect("insert");
     store
-        .claim(&claimed.id, &PeerId::random(), CALL_TTL)
+        .claim(&claimed.id, &claimed.room, &PeerId::random(), CALL_TTL)
         .await
         .expect("claim");
     let deadline = tokio::time::Instant::now() + harness::DEADLINE;
@@ -217,7 +217,7 @@ async fn expired_offers_are_taken_once_and_are_gone_meanwhile(store: &impl Store
     assert_eq!(store.offer(&offer.id).await.expect("get"), None);
     assert!(
         store
-            .claim(&offer.id, &PeerId::random(), CALL_TTL)
+            .claim(&offer.id, &offer.room, &PeerId::random(), CALL_TTL)
             .await
             .expect("claim")
             == Claim::NotFound

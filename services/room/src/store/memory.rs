@@ -154,6 +154,7 @@ impl Store for MemoryStore {
     async fn claim(
         &self,
         id: &OfferId,
+        _room: &RoomId,
         answerer: &PeerId,
         call_ttl: Duration,
     ) -> Result<Claim, BackendError> {
@@ -175,7 +176,11 @@ impl Store for MemoryStore {
         Ok(Claim::Won(candidates))
     }
 
-    async fn remove_offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
+    async fn remove_offer(
+        &self,
+        id: &OfferId,
+        _room: &RoomId,
+    ) -> Result<Option<OfferRecord>, BackendError> {
         let mut state = self.state();
         if state.live(id).is_none() {
             return Ok(None);

@@ -94,7 +94,7 @@ impl Scripts {
                 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
                 return {{'buffered'}}"
             )),
-            // KEYS: offer, candidates, expiries. ARGV: answerer, call TTL ms, id.
+            // KEYS: offer, candidates, expiries, room index. ARGV: answerer, call TTL ms, id.
             claim: Script::new(&format!(
                 "{NOW}
                 {READ}
@@ -107,11 +107,13 @@ impl Scripts {
                 local candidates = redis.call('LRANGE', KEYS[2], 0, -1)
                 redis.call('DEL', KEYS[2])
                 redis.call('ZREM', KEYS[3], ARGV[3])
+                redis.call('SREM', KEYS[4], ARGV[3])
                 table.insert(candidates, 1, 'won')
                 return candidates"
             )),
-            // KEYS: offer, candidates, expiries. ARGV: id. Returns the fields of
-            // what it removed, or nil (an expired offer is left to the sweeper).
+            // KEYS: offer, candidates, expiries, room index. ARGV: id. Returns the
+            // fields of what it removed, or nil (an expired offer is left to the
+            // sweeper).
             remove: Script::new(&format!(
                 "{NOW}
                 {READ}
@@ -119,6 +121,7 @@ impl Scripts {
                 if gone then return nil end
                 redis.call('DEL', KEYS[1], KEYS[2])
                 redis.call('ZREM', KEYS[3], ARGV[1])
+                redis.call('SREM', KEYS[4], ARGV[1])
                 return f"
             )),
             // KEYS: expiries. ARGV: max. Takes the ids of expired offers: each is
@@ -371,6 +374,7 @@ impl Store for RedisStore {
     async fn claim(
         &self,
         id: &OfferId,
+        room: &RoomId,
         answerer: &PeerId,
         call_ttl: Duration,
     ) -> Result<Claim, BackendError> {
@@ -381,6 +385,7 @@ impl Store for RedisStore {
             .key(self.key(Key::Offer(id)))
             .key(self.key(Key::Candidates(id)))
             .key(self.key(Key::Expiries))
+            .key(self.key(Key::RoomOffers(room)))
             .arg(answerer.as_str())
             .arg(ms(call_ttl))
             .arg(id.as_str())
@@ -395,7 +400,11 @@ impl Store for RedisStore {
         })
     }
 
-    async fn remove_offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
+    async fn remove_offer(
+        &self,
+        id: &OfferId,
+        room: &RoomId,
+    ) -> Result<Option<OfferRecord>, BackendError> {
         let mut conn = self.conn.clone();
         let fields: Option<Vec<Option<String>>> = self
             .scripts
@@ -403,6 +412,7 @@ impl Store for RedisStore {
             .key(self.key(Key::Offer(id)))
             .key(self.key(Key::Candidates(id)))
             .key(self.key(Key::Expiries))
+            .key(self.key(Key::RoomOffers(room)))
             .arg(id.as_str())
             .invoke_async(&mut conn)
             .await
@@ -433,13 +443,25 @@ impl Store for RedisStore {
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await.map_err(backend)?;
         let mut expired = Vec::new();
+        let mut unindex = redis::pipe();
         for (id, fields) in ids.into_iter().zip(rows) {
-            if fields.get(1).is_some_and(Option::is_some) {
-                let record = self.record(id, fields)?;
-                if record.is_pending() {
+            if !fields.get(1).is_some_and(Option::is_some) {
+                continue;
+            }
+            match self.record(id, fields) {
+                Ok(record) if record.is_pending() => {
+                    unindex
+                        .srem(self.key(Key::RoomOffers(&record.room)), id.as_str())
+                        .ignore();
                     expired.push(record);
                 }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "dropping an unreadable expired offer"),
             }
+        }
+        if !expired.is_empty() {
+            // Best effort: a stale index entry is pruned by the next listing anyway.
+            let _: Result<(), _> = unindex.query_async(&mut conn).await;
         }
         Ok(expired)
     }
