@@ -180,6 +180,9 @@ impl Connection {
         match msg {
             Message::Text(text) => self.on_text(text.as_str(), session).await,
             Message::Binary(_) => {
+                if !self.admit()? {
+                    return self.rate_limited(None).await;
+                }
                 let message = "binary frames are not supported; send JSON text frames".to_owned();
                 self.send_error(None, ErrorCode::BadMessage, message).await
             }
@@ -189,24 +192,40 @@ impl Connection {
         }
     }
 
+    /// Counts one client frame against the rate limit: `Ok(true)` when it may
+    /// be handled, `Ok(false)` when it must be refused, `Err` for abuse.
+    fn admit(&mut self) -> Result<bool, End> {
+        if !self.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+            self.limited_in_a_row = 0;
+            return Ok(true);
+        }
+        self.limited_in_a_row += 1;
+        match self.limited_in_a_row >= ABUSE_AFTER {
+            true => Err(End::Abuse),
+            false => Ok(false),
+        }
+    }
+
+    async fn rate_limited(&mut self, req: Option<Req>) -> Result<(), End> {
+        let message = format!(
+            "at most {} messages per second",
+            self.config.max_messages_per_sec
+        );
+        self.send_error(req, ErrorCode::RateLimited, message).await
+    }
+
     async fn on_text<S: RoomSession>(&mut self, text: &str, session: &mut S) -> Result<(), End> {
+        // Every frame counts against the limit, malformed ones included.
+        let admitted = self.admit()?;
         let frame = match client::parse(text) {
             Ok(frame) => frame,
+            Err(err) if !admitted => return self.rate_limited(err.req).await,
             Err(err) => return self.send_error(err.req, err.code, err.message).await,
         };
         let req = frame.req;
-        if self.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
-            self.limited_in_a_row += 1;
-            if self.limited_in_a_row >= ABUSE_AFTER {
-                return Err(End::Abuse);
-            }
-            let message = format!(
-                "at most {} messages per second",
-                self.config.max_messages_per_sec
-            );
-            return self.send_error(req, ErrorCode::RateLimited, message).await;
+        if !admitted {
+            return self.rate_limited(req).await;
         }
-        self.limited_in_a_row = 0;
         let result = match frame.message {
             // Liveness of this connection: answered here, without the room.
             ClientMessage::Ping => Ok(Reply::Pong),

@@ -157,24 +157,38 @@ impl<S: Store, B: Bus> Session<S, B> {
         state: SessionState,
     ) -> Result<Self, RoomError> {
         let mut session = Self::open(room, peer, outbox).await?;
+        match session.restore(state).await {
+            Ok(()) => Ok(session),
+            Err(err) => {
+                session.detach().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Re-subscribes the rooms of `state` and keeps its live offers and calls.
+    async fn restore(&mut self, state: SessionState) -> Result<(), RoomError> {
         for name in state.rooms {
-            session.room.hub().join(&name, peer, session.attachment);
-            session.rooms.insert(name.clone());
-            session.room.bus().subscribe(&Topic::Room(name)).await?;
+            self.room.hub().join(&name, self.peer, self.attachment);
+            if let Err(err) = self.room.bus().subscribe(&Topic::Room(name.clone())).await {
+                self.room.hub().leave(&name, &self.peer, self.attachment);
+                return Err(err.into());
+            }
+            self.rooms.insert(name);
         }
         for (ids, into_answered) in [(state.made, false), (state.answered, true)] {
             for id in ids {
-                if let Some(record) = session.room.store().offer(&id).await? {
+                if let Some(record) = self.room.store().offer(&id).await? {
                     let map = if into_answered {
-                        &mut session.answered
+                        &mut self.answered
                     } else {
-                        &mut session.made
+                        &mut self.made
                     };
                     map.insert(id, record.room);
                 }
             }
         }
-        Ok(session)
+        Ok(())
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -286,9 +300,10 @@ impl<S: Store, B: Bus> Session<S, B> {
             room,
             peer: self.peer,
         };
-        self.room.bus().publish(&topic, event).await?;
+        // Unsubscribe even when the announcement fails, or the subscription leaks.
+        let announced = self.room.bus().publish(&topic, event).await;
         self.room.bus().unsubscribe(&topic).await?;
-        Ok(())
+        Ok(announced?)
     }
 
     async fn offer(
@@ -390,6 +405,9 @@ impl<S: Store, B: Bus> Session<S, B> {
         if !record.is_pending() {
             return Err(RoomError::OfferTaken);
         }
+        if self.answered.len() >= 4 * self.room.config().max_offers_per_peer {
+            prune(&self.room, &mut self.answered).await?;
+        }
         let call_ttl = self.room.config().call_ttl;
         let candidates = match self
             .room
@@ -401,16 +419,18 @@ impl<S: Store, B: Bus> Session<S, B> {
             Claim::Taken => return Err(RoomError::OfferTaken),
             Claim::NotFound => return Err(RoomError::OfferNotFound),
         };
-        if self.answered.len() >= 4 * self.room.config().max_offers_per_peer {
-            prune(&self.room, &mut self.answered).await?;
-        }
         self.answered.insert(offer_id, record.room.clone());
+        // The claim is won: from here on nothing may turn it into an error, or
+        // the answerer would retry into `offer_taken`. Announcements are best
+        // effort (the caller's edge sees a failure as a dead peer anyway).
         let answer = ServerMessage::Answer {
             offer_id,
             from: self.peer,
             sdp,
         };
-        self.room.send_to(record.caller, answer).await?;
+        if let Err(err) = self.room.send_to(record.caller, answer).await {
+            tracing::warn!(%offer_id, error = %err, "could not relay an answer");
+        }
         let closed = Event::OfferClosed {
             offer_id,
             room: record.room.clone(),
@@ -419,10 +439,14 @@ impl<S: Store, B: Bus> Session<S, B> {
             answerer: Some(self.peer),
             reason: CloseReason::Answered,
         };
-        self.room
+        if let Err(err) = self
+            .room
             .bus()
             .publish(&Topic::Room(record.room), closed)
-            .await?;
+            .await
+        {
+            tracing::warn!(%offer_id, error = %err, "could not announce an answered offer");
+        }
         Ok(Reply::Answered {
             offer_id,
             candidates,

@@ -221,3 +221,30 @@ async fn health_readiness_and_the_demo_page_are_served() {
     let _ = Client::connect(&c.ws_url(A)).await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn floods_of_malformed_frames_count_against_the_rate_limit() {
+    let c = cluster_with(EdgeConfig {
+        max_messages_per_sec: 5,
+        ..edge_config()
+    })
+    .await;
+    let mut client = c.client(A).await;
+    let garbage = futures_util::stream::iter((0..400).map(|_| Ok(Message::text("not json"))));
+    let _ = client.ws().send_all(&mut garbage.boxed()).await;
+    let limited = client
+        .next_where(|m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(matches!(limited, ServerMessage::Error { .. }));
+    let close = client.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    c.stop().await;
+}
