@@ -56,7 +56,12 @@ struct Inner {
     keys: Keys,
     hub: Arc<Hub>,
     probe_channel: String,
-    subscriptions: Mutex<Subscriptions>,
+    /// Held across each SUBSCRIBE/UNSUBSCRIBE on purpose (a tokio mutex): count
+    /// changes and the commands that follow them happen in one order, so a
+    /// concurrent first-subscribe and last-unsubscribe of a channel cannot
+    /// leave Redis unsubscribed while the count says otherwise, and later
+    /// subscribers wait until the first one's SUBSCRIBE is confirmed.
+    subscriptions: tokio::sync::Mutex<Subscriptions>,
     probes: Mutex<HashMap<u64, oneshot::Sender<()>>>,
 }
 
@@ -100,7 +105,7 @@ impl RedisBus {
                 probe_channel: keys.key(Key::ProbeChannel(replica)),
                 keys,
                 hub,
-                subscriptions: Mutex::default(),
+                subscriptions: tokio::sync::Mutex::default(),
                 probes: Mutex::default(),
             }),
         };
@@ -109,13 +114,6 @@ impl RedisBus {
             first: Some(first),
         };
         Ok((bus, subscriber))
-    }
-
-    fn subscriptions(&self) -> MutexGuard<'_, Subscriptions> {
-        self.inner
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn probes(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
@@ -188,7 +186,7 @@ impl Subscriber {
                             },
                         }
                     }
-                    bus.subscriptions().sink = None;
+                    bus.inner.subscriptions.lock().await.sink = None;
                     tracing::warn!("redis subscriber connection lost; reconnecting");
                 }
                 Err(err) => {
@@ -205,29 +203,20 @@ impl Subscriber {
 }
 
 /// Subscribes a fresh connection to every channel still needed, then makes it
-/// the one new subscriptions go to.
+/// the one new subscriptions go to (all under the subscriptions lock, so no
+/// subscription can slip between the two).
 async fn resubscribe(
     bus: &RedisBus,
     pubsub: PubSub,
 ) -> Result<redis::aio::PubSubStream, BackendError> {
     let (mut sink, stream) = pubsub.split();
-    let mut channels: Vec<String> = bus.subscriptions().counts.keys().cloned().collect();
+    let mut subs = bus.inner.subscriptions.lock().await;
+    let mut channels: Vec<String> = subs.counts.keys().cloned().collect();
     channels.push(bus.inner.probe_channel.clone());
     let count = channels.len();
-    subscribe_all(&mut sink, channels.clone()).await?;
-    let late: Vec<String> = {
-        let mut subs = bus.subscriptions();
-        subs.sink = Some(sink.clone());
-        // Channels first needed while we were subscribing.
-        subs.counts
-            .keys()
-            .filter(|c| !channels.contains(c))
-            .cloned()
-            .collect()
-    };
-    if !late.is_empty() {
-        subscribe_all(&mut sink, late).await?;
-    }
+    subscribe_all(&mut sink, channels).await?;
+    subs.sink = Some(sink);
+    drop(subs);
     tracing::info!(channels = count, "redis subscriber connected");
     Ok(stream)
 }
@@ -263,33 +252,35 @@ impl Bus for RedisBus {
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         let channel = self.inner.keys.channel(topic);
-        let sink = {
-            let mut subs = self.subscriptions();
-            let count = subs.counts.entry(channel.clone()).or_default();
-            *count += 1;
-            if *count > 1 {
-                return Ok(());
+        let mut subs = self.inner.subscriptions.lock().await;
+        if !subs.counts.contains_key(&channel) {
+            let sink = subs
+                .sink
+                .as_mut()
+                .ok_or_else(|| BackendError("redis subscriber connection is down".into()))?;
+            match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await {
+                Ok(result) => result.map_err(backend)?,
+                Err(_) => return Err(BackendError("timed out subscribing".into())),
             }
-            subs.sink.clone()
-        };
-        let result = match sink {
-            Some(mut sink) => {
-                match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await {
-                    Ok(result) => result.map_err(backend),
-                    Err(_) => Err(BackendError("timed out subscribing".into())),
-                }
-            }
-            None => Err(BackendError("redis subscriber connection is down".into())),
-        };
-        if result.is_err() {
-            self.release(&channel);
         }
-        result
+        *subs.counts.entry(channel).or_default() += 1;
+        Ok(())
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         let channel = self.inner.keys.channel(topic);
-        if let Some(mut sink) = self.release(&channel) {
+        let mut subs = self.inner.subscriptions.lock().await;
+        let Some(count) = subs.counts.get_mut(&channel) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        subs.counts.remove(&channel);
+        // Without a connection there is nothing to unsubscribe: the next one
+        // subscribes only what is still counted.
+        if let Some(sink) = subs.sink.as_mut() {
             match tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await {
                 Ok(result) => result.map_err(backend)?,
                 Err(_) => return Err(BackendError("timed out unsubscribing".into())),
@@ -304,20 +295,5 @@ impl Bus for RedisBus {
             event.to_pb().encode_to_vec(),
         )
         .await
-    }
-}
-
-impl RedisBus {
-    /// Drops one use of `channel`; returns the sink to unsubscribe with when it
-    /// was the last.
-    fn release(&self, channel: &str) -> Option<PubSubSink> {
-        let mut subs = self.subscriptions();
-        let count = subs.counts.get_mut(channel)?;
-        *count -= 1;
-        if *count > 0 {
-            return None;
-        }
-        subs.counts.remove(channel);
-        subs.sink.clone()
     }
 }
