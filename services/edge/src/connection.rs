@@ -195,7 +195,7 @@ impl Connection {
     /// Counts one client frame against the rate limit: `Ok(true)` when it may
     /// be handled, `Ok(false)` when it must be refused, `Err` for abuse.
     fn admit(&mut self) -> Result<bool, End> {
-        if !self.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+        if self.limiter.as_ref().is_none_or(|l| l.check().is_ok()) {
             self.limited_in_a_row = 0;
             return Ok(true);
         }

@@ -211,7 +211,10 @@ impl Shared {
                             let _ = waiter.send(result);
                         }
                         None if result.is_err() => {
+                            // Left without a replica, it is placed again on the
+                            // next replica that comes up or turns healthy.
                             tracing::warn!(peer_id = %entry.peer, "session could not move to another replica");
+                            entry.replica = None;
                         }
                         None => {}
                     }
@@ -357,19 +360,26 @@ impl RoomService for RemoteRooms {
             shared: Arc::clone(shared),
             id,
         };
-        if tx
+        let opened = match tx
             .send(open_frame(id, peer, &SessionState::default()))
             .await
-            .is_err()
         {
-            return Err(RoomError::unavailable("room replica lost; retry"));
-        }
-        match tokio::time::timeout(REQUEST_TIMEOUT, opened_rx).await {
-            Ok(Ok(Ok(()))) => Ok(session),
-            Ok(Ok(Err(err))) => Err(err),
-            _ => Err(RoomError::unavailable(
-                "room replica did not open the session",
-            )),
+            Ok(()) => match tokio::time::timeout(REQUEST_TIMEOUT, opened_rx).await {
+                Ok(Ok(result)) => result,
+                _ => Err(RoomError::unavailable(
+                    "room replica did not open the session",
+                )),
+            },
+            Err(_) => Err(RoomError::unavailable("room replica lost; retry")),
+        };
+        match opened {
+            Ok(()) => Ok(session),
+            Err(err) => {
+                // Forget the session here and, if the replica opened it after
+                // all, there too: nothing may outlive the socket that asked.
+                session.close().await;
+                Err(err)
+            }
         }
     }
 
