@@ -6,15 +6,16 @@
 #   deploy/local/cluster.sh stop     stop everything it started
 #   deploy/local/cluster.sh status   what is running
 #
-# Ports (override with the environment): REDIS_PORT=6390, ROOM_PORTS="50061 50062",
-# EDGE_PORTS="8081 8082". Logs and pids go to $CLUSTER_DIR (default
+# Ports (override with the environment; defaults stay below the kernel's ephemeral
+# range): REDIS_PORT=16390, ROOM_PORTS="15061 15062",
+# EDGE_PORTS="18081 18082". Logs and pids go to $CLUSTER_DIR (default
 # target/local-cluster). Extra edge flags: EDGE_ARGS (default "--ice-server none").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-REDIS_PORT=${REDIS_PORT:-6390}
-ROOM_PORTS=${ROOM_PORTS:-"50061 50062"}
-EDGE_PORTS=${EDGE_PORTS:-"8081 8082"}
+REDIS_PORT=${REDIS_PORT:-16390}
+ROOM_PORTS=${ROOM_PORTS:-"15061 15062"}
+EDGE_PORTS=${EDGE_PORTS:-"18081 18082"}
 EDGE_ARGS=${EDGE_ARGS:-"--ice-server none"}
 CLUSTER_DIR=${CLUSTER_DIR:-target/local-cluster}
 BIN=target/release/switchboard

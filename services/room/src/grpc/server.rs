@@ -25,7 +25,7 @@ use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -68,7 +68,11 @@ pub async fn serve<S: Store, B: Bus>(
         .add_service(
             rooms_server::RoomsServer::new(rooms).max_decoding_message_size(super::MAX_FRAME_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        // Our own listener: the builder's `tcp_nodelay` would not reach it.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled(),
+        )
         .await;
     tasks.close();
     tasks.wait().await;

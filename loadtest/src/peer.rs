@@ -1,0 +1,124 @@
+//! One simulated browser: a WebSocket (Nagle off) that sends
+//! [`ClientMessage`]s and reads [`ServerMessage`]s, with a deadline on every
+//! wait. Failures are typed so the report can count them by kind.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use switchboard_proto::{ClientFrame, ClientMessage, ErrorCode, PeerId, Req, ServerMessage};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Why a session (or connection) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+    #[error("server error {0}")]
+    Server(ErrorCode),
+    #[error("invalid payload: {0}")]
+    Invalid(&'static str),
+}
+
+impl Failure {
+    /// The bucket this failure is counted in.
+    pub fn label(&self) -> String {
+        match self {
+            Failure::Connect(_) => "connect".into(),
+            Failure::Closed => "closed".into(),
+            Failure::Timeout => "timeout".into(),
+            Failure::Server(code) => code.as_str().into(),
+            Failure::Invalid(what) => format!("invalid:{what}"),
+        }
+    }
+}
+
+pub struct Peer {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub id: PeerId,
+    next_req: u64,
+    deadline: Duration,
+}
+
+impl Peer {
+    /// Connects and reads `welcome`.
+    pub async fn connect(url: &str, deadline: Duration) -> Result<Self, Failure> {
+        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let (ws, _) = timeout(deadline, connecting)
+            .await
+            .map_err(|_| Failure::Timeout)?
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        let mut peer = Self {
+            ws,
+            id: PeerId::random(),
+            next_req: 0,
+            deadline,
+        };
+        match peer.recv().await? {
+            ServerMessage::Welcome { peer_id, .. } => peer.id = peer_id,
+            _ => return Err(Failure::Invalid("first frame is not welcome")),
+        }
+        Ok(peer)
+    }
+
+    /// Sends a message, with a fresh `req` when `tagged`.
+    pub async fn send(
+        &mut self,
+        message: ClientMessage,
+        tagged: bool,
+    ) -> Result<Option<Req>, Failure> {
+        let req = tagged.then(|| {
+            self.next_req += 1;
+            Req::new(self.next_req).unwrap_or(Req::new(0).expect("0 is a valid req"))
+        });
+        let text = serde_json::to_string(&ClientFrame::new(req, message))
+            .map_err(|_| Failure::Invalid("encode"))?;
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|_| Failure::Closed)?;
+        Ok(req)
+    }
+
+    /// Sends a request and returns its reply; an `error` reply is a failure.
+    pub async fn request(&mut self, message: ClientMessage) -> Result<ServerMessage, Failure> {
+        self.send(message, true).await?;
+        self.recv().await
+    }
+
+    /// The next protocol message; an `error` frame is a failure.
+    pub async fn recv(&mut self) -> Result<ServerMessage, Failure> {
+        loop {
+            let frame = timeout(self.deadline, self.ws.next())
+                .await
+                .map_err(|_| Failure::Timeout)?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let msg: ServerMessage = serde_json::from_str(text.as_str())
+                        .map_err(|_| Failure::Invalid("undecodable frame"))?;
+                    return match msg {
+                        ServerMessage::Error { code, .. } => Err(Failure::Server(code)),
+                        msg => Ok(msg),
+                    };
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(_)) | Some(Err(_)) | None => return Err(Failure::Closed),
+            }
+        }
+    }
+
+    /// Keeps reading (answering pings) until the connection ends.
+    pub async fn idle(mut self) {
+        while let Some(Ok(_)) = self.ws.next().await {}
+    }
+
+    pub async fn close(mut self) {
+        let _ = timeout(Duration::from_secs(1), self.ws.close(None)).await;
+    }
+}
