@@ -159,7 +159,7 @@ impl Report {
             out += &format!("server CPU          {cpu:.3} s per 1000 sessions\n");
         }
         for (name, value) in &self.extra {
-            out += &format!("{name:<20}{value:.2}\n");
+            out += &format!("{name:<26}{value:.2}\n");
         }
         for (kind, count) in &self.errors {
             out += &format!("error {kind:<14}{count}\n");

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The published benchmark: builds release, runs the loadtest scenarios against
+# the standalone server and against the local cluster (Redis + 2 room replicas
+# + 2 edges, deploy/local/cluster.sh), writes loadtest/results/REPORT.md, and
+# stops everything it started. Usage: loadtest/bench.sh   (DURATION=10s IDLE=10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+IDLE=${IDLE:-10000}
+RESULTS=loadtest/results
+STANDALONE_PORT=${STANDALONE_PORT:-18090}
+mkdir -p "$RESULTS"
+BIN=target/release/switchboard
+LOADTEST=target/release/loadtest
+
+cargo build --release --locked -p switchboard -p loadtest
+# Many idle connections need many descriptors (server and loader alike).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+standalone_pid=
+cleanup() {
+  [ -n "$standalone_pid" ] && kill -TERM "$standalone_pid" 2>/dev/null && wait "$standalone_pid" 2>/dev/null || true
+  deploy/local/cluster.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+report=$RESULTS/REPORT.md
+{
+  echo "# Switchboard benchmark"
+  echo
+  echo "Produced by \`loadtest/bench.sh\` on $(date -u +%Y-%m-%dT%H:%MZ). The load generator and"
+  echo "every server process share this machine:"
+  echo
+  echo "- CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  echo "- memory: $(free -h | awk '/Mem:/ {print $2}')"
+  echo "- kernel: $(uname -r); $(rustc --version)"
+  echo "- workload: caller joins, ~4.5 KB offer, 4 candidates; callee joins (later, other edge when"
+  echo "  there are two), sees the offer with its candidates, ~3.6 KB answer, 4 candidates; every"
+  echo "  payload validated. Rate limits off (\`--max-messages-per-sec 0\`)."
+  echo
+} >"$report"
+
+run() { # title, loadtest args...
+  local title=$1; shift
+  echo "==> $title" >&2
+  {
+    echo "## $title"
+    echo
+    echo '```'
+    echo "loadtest $*"
+    "$LOADTEST" "$@" --json "$RESULTS/$(echo "$title" | tr ' /,=' '____').json" 2>/dev/null || echo "(some sessions failed)"
+    echo '```'
+    echo
+  } >>"$report"
+}
+
+# --- standalone ---------------------------------------------------------------
+"$BIN" standalone --listen "127.0.0.1:$STANDALONE_PORT" --ice-server none --max-messages-per-sec 0 \
+  --log-format json 2>"$RESULTS/standalone.log" &
+standalone_pid=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$STANDALONE_PORT") 2>/dev/null && break; sleep 0.1; done
+ws="ws://127.0.0.1:$STANDALONE_PORT/ws"
+run "standalone closed loop C=50" --edge "$ws" --concurrency 50 --duration "$DURATION" --pid "$standalone_pid"
+run "standalone one session at a time" --edge "$ws" --concurrency 1 --duration 5s --pid "$standalone_pid"
+run "standalone idle $IDLE" --edge "$ws" --idle "$IDLE" --hold 5s --pid "$standalone_pid"
+kill -TERM "$standalone_pid"; wait "$standalone_pid" 2>/dev/null || true; standalone_pid=
+
+# --- distributed --------------------------------------------------------------
+EDGE_ARGS="--ice-server none --max-messages-per-sec 0" deploy/local/cluster.sh start >&2
+pids=()
+for f in target/local-cluster/*.pid; do pids+=(--pid "$(cat "$f")"); done
+edges=(--edge ws://127.0.0.1:18081/ws --edge ws://127.0.0.1:18082/ws)
+run "distributed closed loop C=50" "${edges[@]}" --concurrency 50 --duration "$DURATION" "${pids[@]}"
+run "distributed one session at a time" "${edges[@]}" --concurrency 1 --duration 5s "${pids[@]}"
+run "distributed idle $IDLE" "${edges[@]}" --idle "$IDLE" --hold 5s "${pids[@]}"
+run "distributed step to SLO p99 50ms" "${edges[@]}" --step-to-slo --slo-p99 50ms --start-rate 200 --step-rate 200 --duration 3s
+run "distributed churn 500 per s" "${edges[@]}" --churn 500 --duration 5s "${pids[@]}"
+deploy/local/cluster.sh stop >&2
+
+echo "wrote $report" >&2
