@@ -34,6 +34,12 @@ pub struct Cli {
         default_value_t
     )]
     pub log_format: LogFormat,
+
+    /// Runtime worker threads (default: one per CPU core). Fewer suits several
+    /// processes sharing a few cores.
+    #[arg(long, global = true, env = "SWITCHBOARD_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +354,18 @@ mod tests {
 
         let bad = standalone(&["--ice-server", "http://x"]);
         assert!(bad.client.edge_config().is_err());
+    }
+
+    #[test]
+    fn worker_threads_is_a_global_flag() {
+        assert_eq!(
+            parse(&["room", "--worker-threads", "2"])
+                .expect("valid")
+                .worker_threads,
+            Some(2)
+        );
+        assert_eq!(parse(&[]).expect("valid").worker_threads, None);
+        assert!(parse(&["--worker-threads", "0"]).is_err());
     }
 
     #[test]

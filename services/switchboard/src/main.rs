@@ -11,10 +11,21 @@ use switchboard::{logging, signal, standalone};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal::cancel_on_signal(shutdown.clone()));
     match cli.command() {
