@@ -275,3 +275,46 @@ async fn two_hundred_concurrent_calls_across_nodes_lose_and_misroute_nothing() {
     join_all(calls).await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_while_its_replica_is_down_is_cleaned_up_when_one_returns() {
+    let mut c = Cluster::distributed().await;
+    let lobby = room("late-cleanup");
+    let mut caller = c.client(A).await;
+    let mut viewer = c.client(B).await;
+    caller.join(&lobby).await;
+    viewer.join(&lobby).await;
+    let offer_id = caller.offer(&lobby, sdp("offer", 300), None).await;
+    viewer
+        .next_where(|m| matches!(m, ServerMessage::Offer { .. }))
+        .await;
+    // Edge A's only replica dies; then the caller leaves.
+    c.process(ROOM_1).kill().await;
+    wait_until("edge A to notice", || async { !c.is_ready(A).await }).await;
+    let caller_id = caller.peer_id;
+    caller.disconnect().await;
+    c.process(ROOM_1).restart().await;
+    // Once a replica is back, the departure is carried out in full.
+    let closed = viewer
+        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
+        .await;
+    assert_eq!(
+        closed,
+        ServerMessage::OfferClosed {
+            offer_id,
+            room: lobby.clone(),
+            reason: CloseReason::OffererLeft
+        }
+    );
+    let left = viewer
+        .next_where(|m| matches!(m, ServerMessage::PeerLeft { .. }))
+        .await;
+    assert_eq!(
+        left,
+        ServerMessage::PeerLeft {
+            room: lobby.clone(),
+            peer_id: caller_id
+        }
+    );
+    c.stop().await;
+}

@@ -70,6 +70,10 @@ struct Entry {
     replica: Option<usize>,
     opening: Option<oneshot::Sender<Result<(), RoomError>>>,
     calls: HashMap<u64, oneshot::Sender<Result<Reply, RoomError>>>,
+    /// The client left while no replica could take its `CloseSession`: the
+    /// session is opened on the next live replica only to be closed there, so
+    /// its offers are withdrawn and its counterparts told.
+    closing: bool,
 }
 
 impl RemoteRooms {
@@ -305,17 +309,27 @@ impl Shared {
     /// Opens every session that has no replica on a live one.
     fn adopt_waiting(&self) {
         let mut sessions = self.sessions();
+        let mut closed = Vec::new();
         for (id, entry) in sessions
             .iter_mut()
             .filter(|(_, e)| e.replica.is_none() && e.opening.is_none())
         {
             let Some((index, tx)) = self.pick() else {
-                return;
+                break;
             };
-            let open = open_frame(*id, entry.peer, &entry.state);
-            if tx.try_send(open).is_ok() {
-                entry.replica = Some(index);
+            if tx
+                .try_send(open_frame(*id, entry.peer, &entry.state))
+                .is_err()
+            {
+                continue;
             }
+            entry.replica = Some(index);
+            if entry.closing && tx.try_send(close_frame(*id)).is_ok() {
+                closed.push(*id);
+            }
+        }
+        for id in closed {
+            sessions.remove(&id);
         }
     }
 }
@@ -327,6 +341,12 @@ fn open_frame(session: u64, peer: PeerId, state: &SessionState) -> pb::EdgeFrame
             peer_id: peer.to_string(),
             resume: Some(state_to_pb(state)),
         })),
+    }
+}
+
+fn close_frame(session: u64) -> pb::EdgeFrame {
+    pb::EdgeFrame {
+        frame: Some(pb::edge_frame::Frame::Close(pb::CloseSession { session })),
     }
 }
 
@@ -354,6 +374,7 @@ impl RoomService for RemoteRooms {
             replica: Some(index),
             opening: Some(opened_tx),
             calls: HashMap::new(),
+            closing: false,
         };
         shared.sessions().insert(id, entry);
         let session = RemoteSession {
@@ -446,22 +467,28 @@ impl RoomSession for RemoteSession {
     }
 
     async fn close(self) {
-        let entry = self.shared.sessions().remove(&self.id);
-        let Some(index) = entry.and_then(|e| e.replica) else {
-            return;
-        };
-        let tx = self.shared.replicas[index]
-            .link
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(tx) = tx {
-            let close = pb::EdgeFrame {
-                frame: Some(pb::edge_frame::Frame::Close(pb::CloseSession {
-                    session: self.id,
-                })),
+        let tx = {
+            let mut sessions = self.shared.sessions();
+            let Some(entry) = sessions.get_mut(&self.id) else {
+                return;
             };
-            let _ = tx.send(close).await;
-        }
+            let link = entry.replica.and_then(|index| {
+                let link = self.shared.replicas[index].link.lock();
+                link.unwrap_or_else(|p| p.into_inner()).clone()
+            });
+            match link {
+                Some(tx) => {
+                    sessions.remove(&self.id);
+                    tx
+                }
+                None => {
+                    // No replica to tell now: the next one that comes up will.
+                    entry.closing = true;
+                    entry.replica = None;
+                    return;
+                }
+            }
+        };
+        let _ = tx.send(close_frame(self.id)).await;
     }
 }
