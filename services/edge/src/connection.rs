@@ -229,7 +229,9 @@ impl Connection {
         let result = match frame.message {
             // Liveness of this connection: answered here, without the room.
             ClientMessage::Ping => Ok(Reply::Pong),
-            message => session.handle(message).await,
+            // Boxed: the room's request futures are large and an idle
+            // connection's task would otherwise carry their size all along.
+            message => Box::pin(session.handle(message)).await,
         };
         match result {
             Ok(reply) => match reply.into_message(req) {

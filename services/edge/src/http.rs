@@ -27,6 +27,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::EdgeConfig;
 use crate::connection;
 
+/// Initial read buffer per connection: allocated up front for every idle
+/// connection (tungstenite's default is 128 KiB), and grown on demand for a
+/// large message.
+const READ_BUFFER: usize = 1024;
+
 /// Largest write backlog per client, in bytes.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -99,7 +104,7 @@ async fn websocket<R: RoomService>(
     upgrade
         // Small buffers: most connections are idle most of the time. Buffers grow
         // to fit a large message and the read limit bounds them.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         // Bounds what may pile up for a client that does not read; it must hold
         // the largest frame the server sends (a pending offer with a full
