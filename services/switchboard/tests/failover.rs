@@ -22,17 +22,13 @@ async fn call(caller: &mut Client, callee: &mut Client, lobby: &RoomId) -> Offer
         callee.answer(offer_id, sdp("answer", 300)).await,
         ServerMessage::Answered { .. }
     ));
-    let answer = caller
-        .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
-        .await;
-    assert_eq!(
-        answer,
-        ServerMessage::Answer {
+    caller
+        .expect(ServerMessage::Answer {
             offer_id,
             from: callee.peer_id,
-            sdp: sdp("answer", 300)
-        }
-    );
+            sdp: sdp("answer", 300),
+        })
+        .await;
     offer_id
 }
 
@@ -186,17 +182,13 @@ async fn offers_of_a_killed_edge_stay_pending_until_they_expire() {
         (offers[0].offer_id, offers[0].candidates.clone()),
         (offer_id, vec![candidate(1)])
     );
-    let closed = callee
-        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
-        .await;
-    assert_eq!(
-        closed,
-        ServerMessage::OfferClosed {
+    callee
+        .expect(ServerMessage::OfferClosed {
             offer_id,
             room: lobby.clone(),
-            reason: CloseReason::Expired
-        }
-    );
+            reason: CloseReason::Expired,
+        })
+        .await;
     // Clients of the dead edge reconnect elsewhere.
     let mut back = c.client(B).await;
     assert!(back.join(&lobby).await.is_empty());
@@ -232,17 +224,13 @@ async fn two_hundred_concurrent_calls_across_nodes_lose_and_misroute_nothing() {
                 }
                 other => panic!("call {i}: {other:?}"),
             }
-            let answer = caller
-                .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
-                .await;
-            assert_eq!(
-                answer,
-                ServerMessage::Answer {
+            caller
+                .expect(ServerMessage::Answer {
                     offer_id,
                     from: callee.peer_id,
-                    sdp: answer_sdp
-                }
-            );
+                    sdp: answer_sdp,
+                })
+                .await;
             for n in 0..4 {
                 callee
                     .send(ClientMessage::Candidate {
@@ -295,26 +283,18 @@ async fn a_client_leaving_while_its_replica_is_down_is_cleaned_up_when_one_retur
     caller.disconnect().await;
     c.process(ROOM_1).restart().await;
     // Once a replica is back, the departure is carried out in full.
-    let closed = viewer
-        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
-        .await;
-    assert_eq!(
-        closed,
-        ServerMessage::OfferClosed {
+    viewer
+        .expect(ServerMessage::OfferClosed {
             offer_id,
             room: lobby.clone(),
-            reason: CloseReason::OffererLeft
-        }
-    );
-    let left = viewer
-        .next_where(|m| matches!(m, ServerMessage::PeerLeft { .. }))
+            reason: CloseReason::OffererLeft,
+        })
         .await;
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
+    viewer
+        .expect(ServerMessage::PeerLeft {
             room: lobby.clone(),
-            peer_id: caller_id
-        }
-    );
+            peer_id: caller_id,
+        })
+        .await;
     c.stop().await;
 }

@@ -47,17 +47,13 @@ async fn full_call_with_offer_published_before_the_callee_joins(c: &Cluster) {
         }
         other => panic!("answer failed: {other:?}"),
     }
-    let answer = caller
-        .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
-        .await;
-    assert_eq!(
-        answer,
-        ServerMessage::Answer {
+    caller
+        .expect(ServerMessage::Answer {
             offer_id,
             from: callee.peer_id,
-            sdp: answer_sdp
-        }
-    );
+            sdp: answer_sdp,
+        })
+        .await;
 
     // From now on candidates are relayed both ways, in order, end-of-candidates included.
     for n in 10..13 {
@@ -90,17 +86,13 @@ async fn full_call_with_offer_published_before_the_callee_joins(c: &Cluster) {
         );
     }
     caller.candidate(offer_id, candidate(20)).await;
-    let got = callee
-        .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
-        .await;
-    assert_eq!(
-        got,
-        ServerMessage::Candidate {
+    callee
+        .expect(ServerMessage::Candidate {
             offer_id,
             from: caller.peer_id,
-            candidate: candidate(20)
-        }
-    );
+            candidate: candidate(20),
+        })
+        .await;
 }
 
 async fn offers_reach_members_already_in_the_room_but_never_their_caller(c: &Cluster) {
@@ -178,19 +170,14 @@ async fn twenty_concurrent_answers_exactly_one_wins(c: &Cluster) {
     };
     assert_eq!(from, callees[winner].peer_id);
     // Everyone else who was shown the offer learns it is gone.
-    for (i, callee) in callees.iter_mut().enumerate().filter(|(i, _)| *i != winner) {
-        let closed = callee
-            .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
-            .await;
-        assert_eq!(
-            closed,
-            ServerMessage::OfferClosed {
+    for (_, callee) in callees.iter_mut().enumerate().filter(|(i, _)| *i != winner) {
+        callee
+            .expect(ServerMessage::OfferClosed {
                 offer_id,
                 room: lobby.clone(),
-                reason: CloseReason::Answered
-            },
-            "callee {i}"
-        );
+                reason: CloseReason::Answered,
+            })
+            .await;
     }
 }
 
@@ -262,17 +249,13 @@ async fn hangup_withdraws_a_pending_offer(c: &Cluster) {
         caller.request(ClientMessage::Hangup { offer_id }).await,
         ServerMessage::Ok { .. }
     ));
-    let closed = viewer
-        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
-        .await;
-    assert_eq!(
-        closed,
-        ServerMessage::OfferClosed {
+    viewer
+        .expect(ServerMessage::OfferClosed {
             offer_id,
             room: lobby.clone(),
-            reason: CloseReason::Withdrawn
-        }
-    );
+            reason: CloseReason::Withdrawn,
+        })
+        .await;
     viewer
         .expect_error(
             ClientMessage::Answer {
@@ -324,16 +307,12 @@ async fn hangup_ends_an_answered_call_for_both_sides(c: &Cluster) {
         callee.request(ClientMessage::Hangup { offer_id }).await,
         ServerMessage::Ok { .. }
     ));
-    let hangup = caller
-        .next_where(|m| matches!(m, ServerMessage::Hangup { .. }))
-        .await;
-    assert_eq!(
-        hangup,
-        ServerMessage::Hangup {
+    caller
+        .expect(ServerMessage::Hangup {
             offer_id,
-            from: callee.peer_id
-        }
-    );
+            from: callee.peer_id,
+        })
+        .await;
     caller
         .expect_error(
             ClientMessage::Candidate {
@@ -357,37 +336,25 @@ async fn disconnecting_withdraws_offers_and_hangs_up_calls(c: &Cluster) {
         .await;
     let caller_id = caller.peer_id;
     caller.disconnect().await;
-    let hangup = callee
-        .next_where(|m| matches!(m, ServerMessage::Hangup { .. }))
-        .await;
-    assert_eq!(
-        hangup,
-        ServerMessage::Hangup {
+    callee
+        .expect(ServerMessage::Hangup {
             offer_id: call_id,
-            from: caller_id
-        }
-    );
-    let closed = callee
-        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
+            from: caller_id,
+        })
         .await;
-    assert_eq!(
-        closed,
-        ServerMessage::OfferClosed {
+    callee
+        .expect(ServerMessage::OfferClosed {
             offer_id: pending_id,
             room: lobby.clone(),
-            reason: CloseReason::OffererLeft
-        }
-    );
-    let left = callee
-        .next_where(|m| matches!(m, ServerMessage::PeerLeft { .. }))
+            reason: CloseReason::OffererLeft,
+        })
         .await;
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
+    callee
+        .expect(ServerMessage::PeerLeft {
             room: lobby.clone(),
-            peer_id: caller_id
-        }
-    );
+            peer_id: caller_id,
+        })
+        .await;
     assert!(callee.join(&lobby).await.is_empty());
 }
 
@@ -402,27 +369,19 @@ async fn leaving_a_room_withdraws_offers_there(c: &Cluster) {
             .await,
         ServerMessage::Ok { .. }
     ));
-    let closed = viewer
-        .next_where(|m| matches!(m, ServerMessage::OfferClosed { .. }))
-        .await;
-    assert_eq!(
-        closed,
-        ServerMessage::OfferClosed {
+    viewer
+        .expect(ServerMessage::OfferClosed {
             offer_id,
             room: lobby.clone(),
-            reason: CloseReason::OffererLeft
-        }
-    );
-    let left = viewer
-        .next_where(|m| matches!(m, ServerMessage::PeerLeft { .. }))
+            reason: CloseReason::OffererLeft,
+        })
         .await;
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
+    viewer
+        .expect(ServerMessage::PeerLeft {
             room: lobby.clone(),
-            peer_id: caller.peer_id
-        }
-    );
+            peer_id: caller.peer_id,
+        })
+        .await;
     caller
         .expect_error(
             ClientMessage::Offer {
@@ -449,16 +408,12 @@ async fn presence_is_announced_to_the_other_members(c: &Cluster) {
     first.join(&lobby).await;
     let mut second = c.client(B).await;
     second.join(&lobby).await;
-    let joined = first
-        .next_where(|m| matches!(m, ServerMessage::PeerJoined { .. }))
-        .await;
-    assert_eq!(
-        joined,
-        ServerMessage::PeerJoined {
+    first
+        .expect(ServerMessage::PeerJoined {
             room: lobby.clone(),
-            peer_id: second.peer_id
-        }
-    );
+            peer_id: second.peer_id,
+        })
+        .await;
     second
         .assert_none("own presence", |m| {
             matches!(m, ServerMessage::PeerJoined { .. })
@@ -476,16 +431,12 @@ async fn presence_is_announced_to_the_other_members(c: &Cluster) {
             room: lobby.clone(),
         })
         .await;
-    let left = first
-        .next_where(|m| matches!(m, ServerMessage::PeerLeft { .. }))
-        .await;
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
+    first
+        .expect(ServerMessage::PeerLeft {
             room: lobby.clone(),
-            peer_id: second.peer_id
-        }
-    );
+            peer_id: second.peer_id,
+        })
+        .await;
     // Other rooms hear nothing.
     let mut elsewhere = c.client(A).await;
     elsewhere.join(&room("elsewhere")).await;
@@ -742,17 +693,13 @@ async fn many_calls_in_parallel_are_never_crossed(c: &Cluster) {
                 }
             );
             callee.candidate(offer_id, candidate(i)).await;
-            let got = caller
-                .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
-                .await;
-            assert_eq!(
-                got,
-                ServerMessage::Candidate {
+            caller
+                .expect(ServerMessage::Candidate {
                     offer_id,
                     from: callee.peer_id,
-                    candidate: candidate(i)
-                }
-            );
+                    candidate: candidate(i),
+                })
+                .await;
             callee.peer_id
         });
     let callees: HashSet<_> = join_all(calls).await.into_iter().collect();

@@ -101,6 +101,14 @@ impl Client {
         }
     }
 
+    /// Waits for the next message of `expected`'s type and asserts it is
+    /// `expected` (other messages stay unread).
+    pub async fn expect(&mut self, expected: ServerMessage) {
+        let kind = expected.kind();
+        let got = self.next_where(|m| m.kind() == kind).await;
+        assert_eq!(got, expected);
+    }
+
     /// Everything the server queued for us before it answered a ping sent now.
     /// In one process events are queued synchronously, so after this returns
     /// nothing sent before it is still on its way.
