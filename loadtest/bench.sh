@@ -56,7 +56,7 @@ run() { # title, loadtest args...
 }
 
 # --- standalone ---------------------------------------------------------------
-"$BIN" standalone --listen "127.0.0.1:$STANDALONE_PORT" --ice-server none --max-messages-per-sec 0 \
+"$BIN" standalone --listen "127.0.0.1:$STANDALONE_PORT" --admin-listen 127.0.0.1:0 --ice-server none --max-messages-per-sec 0 \
   --log-format json 2>"$RESULTS/standalone.log" &
 standalone_pid=$!
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$STANDALONE_PORT") 2>/dev/null && break; sleep 0.1; done

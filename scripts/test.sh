@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of Switchboard: formatting, lints, unit, property
-# and integration tests. Installs what it needs when it is missing, so it passes
-# on a fresh machine. Usage: scripts/test.sh
+# and integration tests (real Redis, real Prometheus), the alert rules and the
+# dashboard, the Helm chart (offline), and the browser end-to-end test.
+# Installs what it needs when it is missing, so it passes on a fresh machine.
+# Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,18 +21,22 @@ ensure_rust_component clippy clippy
 
 # Debian packages the tests run for real (each test starts its own instances).
 apt_updated=
-ensure_package() { # command package
+ensure_package() { # command package [apt-get options...]
   command -v "$1" >/dev/null 2>&1 && return
   step "installing $2"
   if [ -z "$apt_updated" ]; then
     $SUDO apt-get update -qq
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${@:3}" "$2"
 }
 SUDO=
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 ensure_package redis-server redis-server
+# prometheus and promtool (the tests start their own Prometheus on loopback).
+ensure_package promtool prometheus --no-install-recommends
+ensure_package node nodejs
+ensure_package npm npm
 
 # --- checks ------------------------------------------------------------------
 step "cargo fmt --check"
@@ -42,10 +48,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+# --- deployment artefacts ----------------------------------------------------
+step "alert rules (promtool) and Grafana dashboard"
+deploy/prometheus/check.sh
+
+step "Helm chart (offline: helm lint/template, kubernetes-validate, assertions)"
+deploy/helm/test.sh
+
 # --- browser end-to-end ------------------------------------------------------
 ensure_package chromium chromium
-ensure_package node nodejs
-ensure_package npm npm
 
 step "browser end-to-end"
 cargo build --locked

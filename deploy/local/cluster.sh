@@ -8,7 +8,9 @@
 #
 # Ports (override with the environment; defaults stay below the kernel's ephemeral
 # range): REDIS_PORT=16390, ROOM_PORTS="15061 15062",
-# EDGE_PORTS="18081 18082". Logs and pids go to $CLUSTER_DIR (default
+# EDGE_PORTS="18081 18082"; each process's admin port (/metrics, /livez,
+# /readyz) is its port + 1000 (rooms 16061 16062, edges 19081 19082).
+# Logs and pids go to $CLUSTER_DIR (default
 # target/local-cluster). Extra edge flags: EDGE_ARGS (default "--ice-server none").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,7 +48,8 @@ start() {
   wait_for_port "$REDIS_PORT" redis
   local rooms=() i=1
   for port in $ROOM_PORTS; do
-    start_bg "room$i" "$BIN" room --listen "127.0.0.1:$port" --redis "redis://127.0.0.1:$REDIS_PORT/"
+    start_bg "room$i" "$BIN" room --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 1000))" \
+      --redis "redis://127.0.0.1:$REDIS_PORT/"
     wait_for_port "$port" "room $i"
     rooms+=("127.0.0.1:$port"); i=$((i + 1))
   done
@@ -55,9 +58,10 @@ start() {
   i=1
   for port in $EDGE_PORTS; do
     # shellcheck disable=SC2086
-    start_bg "edge$i" "$BIN" edge --listen "127.0.0.1:$port" --room "$room_list" $EDGE_ARGS
+    start_bg "edge$i" "$BIN" edge --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 1000))" \
+      --room "$room_list" $EDGE_ARGS
     wait_for_port "$port" "edge $i"
-    echo "edge $i: http://127.0.0.1:$port/  (ws://127.0.0.1:$port/ws)"
+    echo "edge $i: http://127.0.0.1:$port/  (ws://127.0.0.1:$port/ws, metrics http://127.0.0.1:$((port + 1000))/metrics)"
     i=$((i + 1))
   done
   echo "rooms: $room_list   redis: 127.0.0.1:$REDIS_PORT   logs: $CLUSTER_DIR"

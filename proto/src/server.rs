@@ -105,6 +105,24 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// Every `type` the server sends.
+    pub const KINDS: [&'static str; 14] = [
+        "welcome",
+        "joined",
+        "offer_created",
+        "offer",
+        "answered",
+        "answer",
+        "candidate",
+        "offer_closed",
+        "hangup",
+        "peer_joined",
+        "peer_left",
+        "pong",
+        "ok",
+        "error",
+    ];
+
     /// This message's `type` (bounded: fit for a metric label).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -14,7 +14,14 @@
 //! | 1009 | a frame larger than `max_message_bytes` |
 //! | 1011 | the room service could not take the session (retry later) |
 //! | 1000 | silent past the heartbeat |
+//!
+//! Every client request is handled in its own `request` span; a request about
+//! an offer (candidate, answer, hangup) continues the trace of that offer, so
+//! one call is one trace across edges and room replicas. Every frame in and
+//! out is counted; events are timed from the moment the edge that received
+//! their client frame got it (relay latency).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +30,11 @@ use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use switchboard_proto::{ClientMessage, ErrorCode, PeerId, Req, ServerMessage, client};
+use switchboard_proto::{ClientMessage, ErrorCode, OfferId, PeerId, Req, ServerMessage, client};
 use switchboard_room::{
-    Outbox, OutboxReceiver, Overflowed, Reply, RoomError, RoomService, RoomSession,
+    Delivery, Outbox, OutboxReceiver, Overflowed, Reply, RoomError, RoomService, RoomSession,
 };
+use switchboard_telemetry::{Origin, TraceContext, metrics, trace};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +65,20 @@ enum End {
 }
 
 impl End {
+    /// The `reason` label of `switchboard_connections_closed_total`.
+    fn label(self) -> &'static str {
+        match self {
+            End::ClientGone => "client_closed",
+            End::Shutdown => "shutdown",
+            End::SlowClient => "slow_client",
+            End::TooLarge => "too_large",
+            End::Abuse => "abuse",
+            End::ProtocolViolation => "protocol_error",
+            End::HeartbeatTimeout => "heartbeat_timeout",
+            End::RoomUnavailable => "room_unavailable",
+        }
+    }
+
     /// The close frame to send, if one can still be sent.
     fn close_frame(self) -> Option<(u16, &'static str)> {
         Some(match self {
@@ -73,28 +95,35 @@ impl End {
 }
 
 /// Serves one upgraded WebSocket until it ends, then cleans up after the peer.
+/// `upgraded` is when the upgrade request arrived (session set-up time).
 pub(crate) async fn run<R: RoomService>(
     socket: WebSocket,
     rooms: R,
     config: Arc<EdgeConfig>,
     shutdown: CancellationToken,
+    upgraded: Instant,
 ) {
     let peer = PeerId::random();
-    let span = tracing::info_span!("session", peer_id = %peer);
+    let span = tracing::info_span!(parent: None, "session", peer_id = %peer);
+    let _open = metrics::connection_opened();
     async move {
-        let mut conn = Connection::new(socket, config);
+        let mut conn = Connection::new(socket, config, peer);
         let (outbox, mut events) = Outbox::channel(conn.config.outbound_queue);
         let mut session = match rooms.connect(peer, outbox).await {
             Ok(session) => session,
             Err(err) => {
                 tracing::warn!(error = %err, "room service refused the session");
+                metrics::connection_closed(End::RoomUnavailable.label());
                 conn.close(End::RoomUnavailable).await;
                 return;
             }
         };
         tracing::debug!("connected");
-        let end = conn.pump(peer, &mut session, &mut events, &shutdown).await;
+        let end = conn
+            .pump(&mut session, &mut events, &shutdown, upgraded)
+            .await;
         tracing::debug!(reason = ?end, "disconnected");
+        metrics::connection_closed(end.label());
         // The close handshake may linger up to a second; clean up meanwhile.
         tokio::join!(conn.close(end), session.close());
     }
@@ -105,13 +134,15 @@ pub(crate) async fn run<R: RoomService>(
 struct Connection {
     socket: WebSocket,
     config: Arc<EdgeConfig>,
+    peer: PeerId,
     limiter: Option<Limiter>,
     limited_in_a_row: u32,
     last_seen: Instant,
+    calls: CallTraces,
 }
 
 impl Connection {
-    fn new(socket: WebSocket, config: Arc<EdgeConfig>) -> Self {
+    fn new(socket: WebSocket, config: Arc<EdgeConfig>, peer: PeerId) -> Self {
         let limiter = std::num::NonZeroU32::new(config.max_messages_per_sec).map(|rate| {
             let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
             RateLimiter::direct_with_clock(
@@ -122,22 +153,24 @@ impl Connection {
         Self {
             socket,
             config,
+            peer,
             limiter,
             limited_in_a_row: 0,
             last_seen: Instant::now(),
+            calls: CallTraces::default(),
         }
     }
 
     /// The session loop; returns why it ended.
     async fn pump<S: RoomSession>(
         &mut self,
-        peer: PeerId,
         session: &mut S,
         events: &mut OutboxReceiver,
         shutdown: &CancellationToken,
+        upgraded: Instant,
     ) -> End {
         let welcome = ServerMessage::Welcome {
-            peer_id: peer,
+            peer_id: self.peer,
             ice_servers: self.config.ice_servers.clone(),
             max_message_bytes: self.config.max_message_bytes,
             heartbeat_ms: u64::try_from(self.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
@@ -145,6 +178,7 @@ impl Connection {
         if let Err(end) = self.send(&welcome).await {
             return end;
         }
+        metrics::session_setup(upgraded.elapsed());
         let every = self.config.ping_interval();
         let mut ping = interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -154,7 +188,7 @@ impl Connection {
                 _ = shutdown.cancelled() => Err(End::Shutdown),
                 // Drain what is owed to the client before reading more from it.
                 event = events.recv() => match event {
-                    Ok(msg) => self.send(&msg).await,
+                    Ok(delivery) => self.deliver(delivery).await,
                     Err(Overflowed) => Err(End::SlowClient),
                 },
                 frame = self.socket.recv() => self.on_frame(frame, session).await,
@@ -180,6 +214,7 @@ impl Connection {
         match msg {
             Message::Text(text) => self.on_text(text.as_str(), session).await,
             Message::Binary(_) => {
+                metrics::client_message(metrics::INVALID_MESSAGE);
                 if !self.admit()? {
                     return self.rate_limited(None).await;
                 }
@@ -215,39 +250,102 @@ impl Connection {
     }
 
     async fn on_text<S: RoomSession>(&mut self, text: &str, session: &mut S) -> Result<(), End> {
+        let origin = Origin::received_now();
         // Every frame counts against the limit, malformed ones included.
         let admitted = self.admit()?;
         let frame = match client::parse(text) {
             Ok(frame) => frame,
-            Err(err) if !admitted => return self.rate_limited(err.req).await,
-            Err(err) => return self.send_error(err.req, err.code, err.message).await,
+            Err(err) => {
+                metrics::client_message(metrics::INVALID_MESSAGE);
+                return match admitted {
+                    false => self.rate_limited(err.req).await,
+                    true => self.send_error(err.req, err.code, err.message).await,
+                };
+            }
         };
+        metrics::client_message(frame.message.kind());
         let req = frame.req;
         if !admitted {
             return self.rate_limited(req).await;
         }
-        let result = match frame.message {
+        let message = frame.message;
+        if message == ClientMessage::Ping {
             // Liveness of this connection: answered here, without the room.
-            ClientMessage::Ping => Ok(Reply::Pong),
-            // Boxed: the room's request futures are large and an idle
-            // connection's task would otherwise carry their size all along.
-            message => Box::pin(session.handle(message)).await,
-        };
-        match result {
-            Ok(reply) => match reply.into_message(req) {
-                Some(msg) => self.send(&msg).await,
-                None => Ok(()),
-            },
+            return self.send(&ServerMessage::Pong { req }).await;
+        }
+        let span = trace::request_span("ws.request", "server", &self.peer, &message);
+        if let Some(call) = message_offer(&message).and_then(|id| self.calls.get(id)) {
+            call.continue_in(&span);
+        }
+        trace::record_trace_id(&span);
+        let origin = origin.in_span(&span);
+        // Boxed: the room's request futures are large and an idle connection's
+        // task would otherwise carry their size all along.
+        let handled = Box::pin(
+            session
+                .handle(message, origin.clone())
+                .instrument(span.clone()),
+        );
+        match handled.await {
+            Ok(reply) => {
+                match &reply {
+                    // The offer's request starts the call's trace.
+                    Reply::OfferCreated { offer_id } => {
+                        self.calls.remember(*offer_id, &origin.trace)
+                    }
+                    Reply::Joined { offers, traces, .. } => {
+                        for (offer, trace) in offers.iter().zip(traces) {
+                            self.calls.remember(offer.offer_id, trace);
+                        }
+                    }
+                    _ => {}
+                }
+                match reply.into_message(req) {
+                    Some(msg) => self.send(&msg).await,
+                    None => Ok(()),
+                }
+            }
             Err(err) => {
+                let _entered = span.enter();
                 match &err {
                     RoomError::Unavailable(cause) => {
                         tracing::warn!(error = %cause, "request failed")
                     }
                     _ => tracing::debug!(code = %err.code(), "request refused"),
                 }
+                drop(_entered);
                 self.send_error(req, err.code(), err.to_string()).await
             }
         }
+    }
+
+    /// Writes an event from the room: measured from when its client frame
+    /// arrived at an edge, and traced as part of its call.
+    async fn deliver(&mut self, delivery: Delivery) -> Result<(), End> {
+        let Delivery { msg, origin } = delivery;
+        if origin.trace.is_empty() {
+            self.send(&msg).await?;
+        } else {
+            if let Some(offer_id) = event_offer(&msg) {
+                self.calls.remember(*offer_id, &origin.trace);
+            }
+            let span = tracing::info_span!(
+                parent: None,
+                "deliver",
+                otel.name = "ws.deliver",
+                r#type = msg.kind(),
+                peer_id = %self.peer,
+                offer_id = event_offer(&msg).map(|id| id.to_string()),
+                trace_id = tracing::field::Empty,
+            );
+            origin.trace.continue_in(&span);
+            trace::record_trace_id(&span);
+            self.send(&msg).instrument(span).await?;
+        }
+        if let Some(elapsed) = origin.elapsed() {
+            metrics::relay_latency(msg.kind(), elapsed);
+        }
+        Ok(())
     }
 
     async fn heartbeat(&mut self) -> Result<(), End> {
@@ -268,7 +366,9 @@ impl Connection {
     }
 
     async fn send(&mut self, msg: &ServerMessage) -> Result<(), End> {
-        self.write(Message::Text(msg.to_json().into())).await
+        self.write(Message::Text(msg.to_json().into())).await?;
+        metrics::server_message(msg);
+        Ok(())
     }
 
     /// Writes one frame; a client that cannot take it in time is gone.
@@ -300,6 +400,59 @@ impl Connection {
             Ok::<_, axum::Error>(())
         })
         .await;
+    }
+}
+
+/// The trace of each call this connection takes part in, by offer, so that
+/// requests about an offer continue its trace. Bounded: the oldest is
+/// forgotten first (a forgotten call's requests start traces of their own).
+/// Empty while tracing is off.
+#[derive(Debug, Default)]
+struct CallTraces {
+    traces: HashMap<OfferId, TraceContext>,
+    order: VecDeque<OfferId>,
+}
+
+impl CallTraces {
+    const MAX: usize = 64;
+
+    fn get(&self, offer: &OfferId) -> Option<&TraceContext> {
+        self.traces.get(offer)
+    }
+
+    fn remember(&mut self, offer: OfferId, trace: &TraceContext) {
+        if trace.is_empty() || self.traces.contains_key(&offer) {
+            return;
+        }
+        if self.order.len() >= Self::MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.traces.remove(&oldest);
+            }
+        }
+        self.order.push_back(offer);
+        self.traces.insert(offer, trace.clone());
+    }
+}
+
+/// The offer a request is about.
+fn message_offer(msg: &ClientMessage) -> Option<&OfferId> {
+    match msg {
+        ClientMessage::Candidate { offer_id, .. }
+        | ClientMessage::Answer { offer_id, .. }
+        | ClientMessage::Hangup { offer_id } => Some(offer_id),
+        _ => None,
+    }
+}
+
+/// The offer an event is about.
+fn event_offer(msg: &ServerMessage) -> Option<&OfferId> {
+    match msg {
+        ServerMessage::Offer { offer_id, .. }
+        | ServerMessage::Answer { offer_id, .. }
+        | ServerMessage::Candidate { offer_id, .. }
+        | ServerMessage::OfferClosed { offer_id, .. }
+        | ServerMessage::Hangup { offer_id, .. } => Some(offer_id),
+        _ => None,
     }
 }
 

@@ -101,6 +101,7 @@ async fn websocket<R: RoomService>(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let limit = edge.config.max_message_bytes;
+    let upgraded = tokio::time::Instant::now();
     upgrade
         // Small buffers: most connections are idle most of the time. Buffers grow
         // to fit a large message and the read limit bounds them.
@@ -119,7 +120,7 @@ async fn websocket<R: RoomService>(
                 shutdown,
                 sessions,
             } = edge;
-            sessions.track_future(connection::run(socket, rooms, config, shutdown))
+            sessions.track_future(connection::run(socket, rooms, config, shutdown, upgraded))
         })
 }
 

@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use switchboard_proto::{ClientMessage, PeerId};
+use switchboard_telemetry::Origin;
 
 use crate::error::RoomError;
 use crate::outbox::Outbox;
@@ -37,9 +38,12 @@ pub struct Readiness {
 /// One connected peer's conversation with the room logic. Requests are handled
 /// one at a time, in order.
 pub trait RoomSession: Send + 'static {
+    /// Handles one request; `origin` says when the edge received it and in
+    /// which trace (it travels on with whatever the request publishes).
     fn handle(
         &mut self,
         msg: ClientMessage,
+        origin: Origin,
     ) -> impl Future<Output = Result<Reply, RoomError>> + Send;
 
     /// The peer is gone: withdraw its offers, end its calls, leave its rooms.

@@ -9,6 +9,8 @@
 
 use std::future::Future;
 
+use switchboard_telemetry::Origin;
+
 use crate::error::BackendError;
 use crate::event::{Event, Topic};
 
@@ -27,10 +29,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Stops receiving `topic` (once every subscriber of this process has left it).
     fn unsubscribe(&self, topic: &Topic) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Sends `event` to every process subscribed to `topic`.
+    /// Sends `event` to every process subscribed to `topic`. It carries
+    /// `origin`, continued in the current span, to the receivers.
     fn publish(
         &self,
         topic: &Topic,
         event: Event,
+        origin: &Origin,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }

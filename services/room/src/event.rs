@@ -10,6 +10,7 @@
 use switchboard_proto::error::FieldError;
 use switchboard_proto::pb::{self, bus_event::Kind, convert};
 use switchboard_proto::{CloseReason, OfferId, PeerId, PendingOffer, RoomId, ServerMessage};
+use switchboard_telemetry::{Origin, TraceContext};
 
 /// Where an event is published.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,7 +113,7 @@ impl Event {
 
 impl Event {
     /// The protobuf form published on a Redis channel.
-    pub fn to_pb(&self) -> pb::BusEvent {
+    pub fn to_pb(&self, origin: &Origin) -> pb::BusEvent {
         let presence = |room: &RoomId, peer: &PeerId| pb::Presence {
             room: room.to_string(),
             peer_id: peer.to_string(),
@@ -142,7 +143,10 @@ impl Event {
             Event::PeerJoined { room, peer } => Kind::PeerJoined(presence(room, peer)),
             Event::PeerLeft { room, peer } => Kind::PeerLeft(presence(room, peer)),
         };
-        pb::BusEvent { kind: Some(kind) }
+        pb::BusEvent {
+            kind: Some(kind),
+            origin: Some(origin_to_pb(origin)),
+        }
     }
 
     /// An event received from the bus, validated like any other input. `Ok(None)`
@@ -179,6 +183,27 @@ impl Event {
                 Kind::Probe(_) => return Ok(None),
             },
         ))
+    }
+}
+
+/// An [`Origin`] as the gRPC and bus messages carry it.
+pub(crate) fn origin_to_pb(origin: &Origin) -> pb::Origin {
+    pb::Origin {
+        received_at_unix_micros: origin.received_at_micros,
+        trace_context: origin
+            .trace
+            .pairs()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    }
+}
+
+/// A received [`Origin`]; absent means unknown.
+pub(crate) fn origin_from_pb(origin: Option<pb::Origin>) -> Origin {
+    let origin = origin.unwrap_or_default();
+    Origin {
+        received_at_micros: origin.received_at_unix_micros,
+        trace: TraceContext::from_pairs(origin.trace_context),
     }
 }
 
@@ -258,8 +283,17 @@ mod tests {
             },
             Event::PeerLeft { room, peer: b },
         ];
+        let origin = Origin {
+            received_at_micros: 1_700_000_000_000_000,
+            trace: TraceContext::from_pairs([(
+                "traceparent".to_owned(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+            )]),
+        };
         for event in events {
-            assert_eq!(Event::from_pb(event.to_pb()).expect("valid"), Some(event));
+            let mut encoded = event.to_pb(&origin);
+            assert_eq!(origin_from_pb(encoded.origin.take()), origin);
+            assert_eq!(Event::from_pb(encoded).expect("valid"), Some(event));
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use switchboard_proto::{PeerId, RoomId, ServerMessage};
+use switchboard_telemetry::Origin;
 
 use crate::event::{Event, Topic};
 use crate::outbox::Outbox;
@@ -81,9 +82,9 @@ impl Hub {
     }
 
     /// Queues a message for one local peer directly (not through the bus).
-    pub(crate) fn deliver(&self, peer: &PeerId, msg: ServerMessage) {
+    pub(crate) fn deliver(&self, peer: &PeerId, msg: ServerMessage, origin: &Origin) {
         if let Some((_, outbox)) = self.read().peers.get(peer) {
-            outbox.push(Arc::new(msg));
+            outbox.push(Arc::new(msg), origin);
         }
     }
 
@@ -93,12 +94,12 @@ impl Hub {
     }
 
     /// Delivers one bus event to the local peers it concerns.
-    pub fn dispatch(&self, topic: &Topic, event: &Event) {
+    pub fn dispatch(&self, topic: &Topic, event: &Event, origin: &Origin) {
         let state = self.read();
         match topic {
             Topic::Peer(peer) => {
                 if let Some((_, outbox)) = state.peers.get(peer) {
-                    outbox.push(Arc::new(event.to_message()));
+                    outbox.push(Arc::new(event.to_message()), origin);
                 }
             }
             Topic::Room(room) => {
@@ -109,7 +110,7 @@ impl Hub {
                 for member in members.iter().filter(|m| event.visible_to(m)) {
                     if let Some((_, outbox)) = state.peers.get(member) {
                         let msg = message.get_or_insert_with(|| Arc::new(event.to_message()));
-                        outbox.push(Arc::clone(msg));
+                        outbox.push(Arc::clone(msg), origin);
                     }
                 }
             }

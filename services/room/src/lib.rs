@@ -38,7 +38,7 @@ pub use config::RoomConfig;
 pub use error::{BackendError, RoomError};
 pub use event::{Event, Topic};
 pub use hub::Hub;
-pub use outbox::{Deliver, Outbox, OutboxReceiver, Overflowed};
+pub use outbox::{Deliver, Delivery, Outbox, OutboxReceiver, Overflowed};
 pub use room::Room;
 pub use session::{Reply, Session, SessionState};
 pub use store::{Store, memory::MemoryStore};

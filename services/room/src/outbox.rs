@@ -5,18 +5,29 @@
 //! it) or any other [`Deliver`] implementation, such as a gRPC stream to the
 //! peer's edge. Either way a full queue is never grown: the local queue marks
 //! its peer as overflowed (too slow, to be disconnected) and drops the message.
+//!
+//! Each message travels with its [`Origin`] (when the client frame behind it
+//! arrived, and its trace), for the edge that finally writes it.
 
 use std::fmt;
 use std::sync::Arc;
 
 use switchboard_proto::ServerMessage;
+use switchboard_telemetry::{Origin, metrics};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 /// Something that takes a peer's messages without waiting.
 pub trait Deliver: Send + Sync + fmt::Debug + 'static {
-    fn deliver(&self, msg: Arc<ServerMessage>);
+    fn deliver(&self, msg: Arc<ServerMessage>, origin: &Origin);
+}
+
+/// One message for a peer, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub msg: Arc<ServerMessage>,
+    pub origin: Origin,
 }
 
 /// The sending side, held by the hub for one connected peer.
@@ -26,7 +37,7 @@ pub struct Outbox(Arc<dyn Deliver>);
 /// The receiving side of a local queue, owned by the peer's session task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Arc<ServerMessage>>,
+    rx: mpsc::Receiver<Delivery>,
     overflow: CancellationToken,
 }
 
@@ -37,15 +48,20 @@ pub struct Overflowed;
 
 #[derive(Debug)]
 struct Queue {
-    tx: mpsc::Sender<Arc<ServerMessage>>,
+    tx: mpsc::Sender<Delivery>,
     overflow: CancellationToken,
 }
 
 impl Deliver for Queue {
-    fn deliver(&self, msg: Arc<ServerMessage>) {
-        match self.tx.try_send(msg) {
+    fn deliver(&self, msg: Arc<ServerMessage>, origin: &Origin) {
+        let delivery = Delivery {
+            msg,
+            origin: origin.clone(),
+        };
+        match self.tx.try_send(delivery) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
+                metrics::outbound_queue_drop();
                 if !self.overflow.is_cancelled() {
                     tracing::warn!("outbound queue full; disconnecting slow peer");
                 }
@@ -73,15 +89,15 @@ impl Outbox {
     }
 
     /// Hands `msg` over; never waits.
-    pub fn push(&self, msg: Arc<ServerMessage>) {
-        self.0.deliver(msg)
+    pub fn push(&self, msg: Arc<ServerMessage>, origin: &Origin) {
+        self.0.deliver(msg, origin)
     }
 }
 
 impl OutboxReceiver {
     /// The next queued message, or [`Overflowed`] as soon as a push found the
     /// queue full. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<Arc<ServerMessage>, Overflowed> {
+    pub async fn recv(&mut self) -> Result<Delivery, Overflowed> {
         tokio::select! {
             biased;
             _ = self.overflow.cancelled() => Err(Overflowed),
@@ -105,10 +121,11 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_flags_overflow_instead_of_growing() {
         let (outbox, mut rx) = Outbox::channel(2);
-        outbox.push(pong());
-        outbox.push(pong());
+        let origin = Origin::default();
+        outbox.push(pong(), &origin);
+        outbox.push(pong(), &origin);
         assert!(!rx.overflow.is_cancelled());
-        outbox.push(pong());
+        outbox.push(pong(), &origin);
         assert!(rx.overflow.is_cancelled());
         assert_eq!(
             rx.recv().await,

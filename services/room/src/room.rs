@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use switchboard_proto::{CloseReason, PeerId, ServerMessage};
+use switchboard_telemetry::{Origin, metrics};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Readiness, RoomService};
@@ -109,9 +110,17 @@ impl<S: Store, B: Bus> Room<S, B> {
     }
 
     /// Publishes a message for one peer.
-    pub(crate) async fn send_to(&self, peer: PeerId, msg: ServerMessage) -> Result<(), RoomError> {
+    pub(crate) async fn send_to(
+        &self,
+        peer: PeerId,
+        msg: ServerMessage,
+        origin: &Origin,
+    ) -> Result<(), RoomError> {
         let topic = Topic::Peer(peer);
-        Ok(self.bus().publish(&topic, Event::Direct(msg)).await?)
+        Ok(self
+            .bus()
+            .publish(&topic, Event::Direct(msg), origin)
+            .await?)
     }
 
     /// Tells whoever must know that `record` is gone: the members shown a pending
@@ -122,8 +131,10 @@ impl<S: Store, B: Bus> Room<S, B> {
         record: OfferRecord,
         ended_by: Option<PeerId>,
         reason: CloseReason,
+        origin: &Origin,
     ) -> Result<(), RoomError> {
         if record.is_pending() {
+            metrics::offer_closed(reason);
             let topic = Topic::Room(record.room.clone());
             let event = Event::OfferClosed {
                 offer_id: record.id,
@@ -133,14 +144,14 @@ impl<S: Store, B: Bus> Room<S, B> {
                 answerer: None,
                 reason,
             };
-            self.bus().publish(&topic, event).await?;
+            self.bus().publish(&topic, event, origin).await?;
         } else if let Some(by) = ended_by {
             if let Some(other) = record.counterpart(&by) {
                 let hangup = ServerMessage::Hangup {
                     offer_id: record.id,
                     from: by,
                 };
-                self.send_to(other, hangup).await?;
+                self.send_to(other, hangup, origin).await?;
             }
         }
         Ok(())
@@ -155,14 +166,27 @@ impl<S: Store, B: Bus> Room<S, B> {
             tracing::debug!(%offer_id, %room, "offer expired");
             // Each expired offer is announced on its own: one failure must not
             // silence the rest of the batch (they are already out of the store).
-            if let Err(err) = self.retire(record, None, CloseReason::Expired).await {
+            let expired = CloseReason::Expired;
+            if let Err(err) = self.retire(record, None, expired, &Origin::default()).await {
                 tracing::warn!(%offer_id, %room, error = %err, "could not announce an expired offer");
             }
         }
         Ok(count)
     }
 
-    /// Sweeps expired offers every `sweep_interval` until `shutdown`.
+    /// Samples the store's pending offers into the metrics.
+    pub async fn sample_pending(&self) -> Result<(), RoomError> {
+        let (count, left) = self.store().pending().await?;
+        let oldest = match (count, left) {
+            (0, _) | (_, None) => std::time::Duration::ZERO,
+            (_, Some(left)) => self.config().offer_ttl.saturating_sub(left),
+        };
+        metrics::pending_offers(count, oldest);
+        Ok(())
+    }
+
+    /// Sweeps expired offers (and samples the pending ones) every
+    /// `sweep_interval` until `shutdown`.
     pub async fn run_expiry(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.config().sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,6 +204,9 @@ impl<S: Store, B: Bus> Room<S, B> {
                         break;
                     }
                 }
+            }
+            if let Err(err) = self.sample_pending().await {
+                tracing::debug!(error = %err, "could not sample pending offers");
             }
         }
     }

@@ -13,6 +13,8 @@ use switchboard_proto::{
     ServerMessage,
 };
 
+use switchboard_telemetry::{Origin, TraceContext, metrics};
+
 use crate::api::RoomSession;
 use crate::bus::Bus;
 use crate::error::RoomError;
@@ -28,6 +30,8 @@ pub enum Reply {
     Joined {
         room: RoomId,
         offers: Vec<PendingOffer>,
+        /// Each listed offer's trace (same order), for the edge to continue.
+        traces: Vec<TraceContext>,
     },
     OfferCreated {
         offer_id: OfferId,
@@ -46,7 +50,7 @@ impl Reply {
     /// send (a bare `ok` is only sent to requests that carry a `req`).
     pub fn into_message(self, req: Option<Req>) -> Option<ServerMessage> {
         Some(match self {
-            Reply::Joined { room, offers } => ServerMessage::Joined { req, room, offers },
+            Reply::Joined { room, offers, .. } => ServerMessage::Joined { req, room, offers },
             Reply::OfferCreated { offer_id } => ServerMessage::OfferCreated { req, offer_id },
             Reply::Answered {
                 offer_id,
@@ -124,6 +128,8 @@ pub struct Session<S, B> {
     made: HashMap<OfferId, RoomId>,
     /// Offers this peer answered, with their room.
     answered: HashMap<OfferId, RoomId>,
+    /// The origin of the request being handled, passed into what it publishes.
+    origin: Origin,
 }
 
 impl<S: Store, B: Bus> Session<S, B> {
@@ -144,6 +150,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             rooms: HashSet::new(),
             made: HashMap::new(),
             answered: HashMap::new(),
+            origin: Origin::default(),
         })
     }
 
@@ -235,7 +242,7 @@ impl<S: Store, B: Bus> Session<S, B> {
                 room: room.clone(),
                 peer: self.peer,
             };
-            self.room.bus().publish(&topic, event).await?;
+            self.room.bus().publish(&topic, event, &self.origin).await?;
         }
         let offers = self
             .room
@@ -244,22 +251,27 @@ impl<S: Store, B: Bus> Session<S, B> {
             .await?
             .into_iter()
             .filter(|(o, _)| offer_visible_to(&self.peer, &o.caller, o.to.as_ref()))
-            .map(|(o, candidates)| PendingOffer {
-                offer_id: o.id,
-                from: o.caller,
-                sdp: o.sdp,
-                candidates,
+            .map(|(o, candidates)| {
+                let offer = PendingOffer {
+                    offer_id: o.id,
+                    from: o.caller,
+                    sdp: o.sdp,
+                    candidates,
+                };
+                (offer, o.trace)
             });
         // `joined` carries the oldest offers up to a size budget, so the reply
         // stays a reasonable frame however busy the room; the rest follow at
         // once as `offer` events (queued before the reply is sent, delivered
         // right after it).
         let mut listed = Vec::new();
+        let mut traces = Vec::new();
         let mut size = 0;
-        for offer in offers {
+        for (offer, trace) in offers {
             size += approx_size(&offer);
             if size <= JOINED_BUDGET_BYTES || listed.is_empty() {
                 listed.push(offer);
+                traces.push(trace);
             } else {
                 let event = ServerMessage::Offer {
                     offer_id: offer.offer_id,
@@ -268,12 +280,17 @@ impl<S: Store, B: Bus> Session<S, B> {
                     sdp: offer.sdp,
                     candidates: offer.candidates,
                 };
-                self.room.hub().deliver(&self.peer, event);
+                let origin = Origin {
+                    trace,
+                    ..Origin::default()
+                };
+                self.room.hub().deliver(&self.peer, event, &origin);
             }
         }
         Ok(Reply::Joined {
             room,
             offers: listed,
+            traces,
         })
     }
 
@@ -301,7 +318,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             peer: self.peer,
         };
         // Unsubscribe even when the announcement fails, or the subscription leaks.
-        let announced = self.room.bus().publish(&topic, event).await;
+        let announced = self.room.bus().publish(&topic, event, &self.origin).await;
         self.room.bus().unsubscribe(&topic).await?;
         Ok(announced?)
     }
@@ -336,9 +353,12 @@ impl<S: Store, B: Bus> Session<S, B> {
             to,
             sdp,
             answerer: None,
+            // The call's trace starts with the request that made the offer.
+            trace: TraceContext::current(),
         };
         let ttl = self.room.config().offer_ttl;
         self.room.store().insert_offer(&record, ttl).await?;
+        metrics::offer_created();
         self.made.insert(record.id, room.clone());
         let offer_id = record.id;
         let event = Event::Offer {
@@ -351,7 +371,8 @@ impl<S: Store, B: Bus> Session<S, B> {
                 candidates: Vec::new(),
             },
         };
-        self.room.bus().publish(&Topic::Room(room), event).await?;
+        let topic = Topic::Room(room);
+        self.room.bus().publish(&topic, event, &self.origin).await?;
         Ok(Reply::OfferCreated { offer_id })
     }
 
@@ -383,7 +404,7 @@ impl<S: Store, B: Bus> Session<S, B> {
                     from: self.peer,
                     candidate,
                 };
-                self.room.send_to(other, relay).await?;
+                self.room.send_to(other, relay, &self.origin).await?;
                 Ok(Reply::Done)
             }
         }
@@ -415,7 +436,10 @@ impl<S: Store, B: Bus> Session<S, B> {
             .claim(&offer_id, &record.room, &self.peer, call_ttl)
             .await?
         {
-            Claim::Won(candidates) => candidates,
+            Claim::Won { candidates, waited } => {
+                metrics::offer_answered(waited);
+                candidates
+            }
             Claim::Taken => return Err(RoomError::OfferTaken),
             Claim::NotFound => return Err(RoomError::OfferNotFound),
         };
@@ -428,7 +452,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             from: self.peer,
             sdp,
         };
-        if let Err(err) = self.room.send_to(record.caller, answer).await {
+        if let Err(err) = self.room.send_to(record.caller, answer, &self.origin).await {
             tracing::warn!(%offer_id, error = %err, "could not relay an answer");
         }
         let closed = Event::OfferClosed {
@@ -442,7 +466,7 @@ impl<S: Store, B: Bus> Session<S, B> {
         if let Err(err) = self
             .room
             .bus()
-            .publish(&Topic::Room(record.room), closed)
+            .publish(&Topic::Room(record.room), closed, &self.origin)
             .await
         {
             tracing::warn!(%offer_id, error = %err, "could not announce an answered offer");
@@ -491,13 +515,15 @@ impl<S: Store, B: Bus> Session<S, B> {
         self.made.remove(offer_id);
         self.answered.remove(offer_id);
         if let Some(record) = removed {
-            self.room.retire(record, Some(self.peer), reason).await?;
+            let by = Some(self.peer);
+            self.room.retire(record, by, reason, &self.origin).await?;
         }
         Ok(())
     }
 
     /// Clean-up when the peer disconnects; best effort, every step is attempted.
     async fn disconnect(mut self) {
+        self.origin = Origin::default();
         let ids: Vec<(OfferId, RoomId)> = (self.made.iter().chain(&self.answered))
             .map(|(id, room)| (*id, room.clone()))
             .collect();
@@ -534,7 +560,8 @@ async fn prune<S: Store, B: Bus>(
 }
 
 impl<S: Store, B: Bus> RoomSession for Session<S, B> {
-    async fn handle(&mut self, msg: ClientMessage) -> Result<Reply, RoomError> {
+    async fn handle(&mut self, msg: ClientMessage, origin: Origin) -> Result<Reply, RoomError> {
+        self.origin = origin;
         match msg {
             ClientMessage::Join { room } => self.join(room).await,
             ClientMessage::Leave { room } => self.leave(room).await,

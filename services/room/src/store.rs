@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
+use switchboard_telemetry::TraceContext;
 
 use crate::error::BackendError;
 
@@ -24,6 +25,9 @@ pub struct OfferRecord {
     pub sdp: Sdp,
     /// `None` while pending.
     pub answerer: Option<PeerId>,
+    /// The trace of the request that made the offer (the call's trace), when
+    /// tracing is on. Kept for listings; not read back by [`Store::offer`].
+    pub trace: TraceContext,
 }
 
 impl OfferRecord {
@@ -80,8 +84,12 @@ pub enum AddCandidate {
 /// Outcome of [`Store::claim`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// This answerer won; the caller's buffered candidates, in order.
-    Won(Vec<Candidate>),
+    /// This answerer won: the caller's buffered candidates, in order, and how
+    /// long the offer had been pending.
+    Won {
+        candidates: Vec<Candidate>,
+        waited: Duration,
+    },
     Taken,
     NotFound,
 }
@@ -141,6 +149,13 @@ pub trait Store: Send + Sync + 'static {
         id: &OfferId,
         room: &RoomId,
     ) -> impl Future<Output = Result<Option<OfferRecord>, BackendError>> + Send;
+
+    /// How many offers are pending, and the time left until the soonest
+    /// deadline among them (zero if already past; `None` when there are none).
+    /// Redis: one Lua script (`ZCARD`, `ZRANGE 0 0 WITHSCORES` on the expiry set).
+    fn pending(
+        &self,
+    ) -> impl Future<Output = Result<(usize, Option<Duration>), BackendError>> + Send;
 
     /// Removes up to `max` pending offers whose TTL has passed and returns them
     /// (each to exactly one caller, however many replicas sweep). Answered calls

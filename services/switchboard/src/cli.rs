@@ -40,6 +40,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "SWITCHBOARD_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+
+    /// Address of the admin port: `GET /metrics` (Prometheus), `GET /livez`,
+    /// `GET /readyz`. Keep it off the public network.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +60,28 @@ pub enum Command {
     Room(RoomServiceArgs),
     /// A stateless WebSocket edge forwarding to room service replicas.
     Edge(EdgeArgs),
+    /// Smoke test: a real join/offer/answer between two clients through an
+    /// edge (`ws://host:port/ws`); exits 0 when the call was set up.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The edge's WebSocket URL.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PROBE_URL",
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    pub url: String,
+
+    /// Room to meet in (default: a fresh random one).
+    #[arg(long, env = "SWITCHBOARD_PROBE_ROOM")]
+    pub room: Option<String>,
+
+    /// Give up after this long.
+    #[arg(long, env = "SWITCHBOARD_PROBE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 impl Cli {

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::AdminPort;
+
 /// Where the room service keeps its state.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -36,9 +38,10 @@ pub enum RunError {
     Io(#[from] io::Error),
 }
 
-/// Runs the room service on `listener` until `shutdown`.
+/// Runs the room service on `listener` (and its admin port) until `shutdown`.
 pub async fn run_room(
     listener: TcpListener,
+    admin: AdminPort,
     backend: Backend,
     config: RoomConfig,
     shutdown: CancellationToken,
@@ -50,6 +53,7 @@ pub async fn run_room(
             );
             serve_room(
                 listener,
+                admin,
                 Room::in_memory(config),
                 TaskTracker::new(),
                 shutdown,
@@ -57,6 +61,7 @@ pub async fn run_room(
             .await
         }
         Backend::Redis { url, prefix } => {
+            switchboard_telemetry::metrics::register_redis();
             let hub = Hub::new();
             let replica = format!("{:016x}", rand::random::<u64>());
             let store = RedisStore::connect(&url, &prefix).await?;
@@ -67,6 +72,7 @@ pub async fn run_room(
             tracing::info!(%prefix, %replica, "using redis");
             serve_room(
                 listener,
+                admin,
                 Room::new(store, bus, hub, config),
                 tasks,
                 shutdown,
@@ -78,30 +84,38 @@ pub async fn run_room(
 
 async fn serve_room<S: Store, B: Bus>(
     listener: TcpListener,
+    admin: AdminPort,
     room: Room<S, B>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let stop = CancellationToken::new();
+    admin.spawn(room.clone(), &tasks, shutdown.clone(), stop.clone());
     tasks.spawn(room.clone().run_expiry(shutdown.clone()));
     let served = switchboard_room::grpc::serve(listener, room, shutdown.clone()).await;
     shutdown.cancel();
+    stop.cancel();
     tasks.close();
     tasks.wait().await;
     Ok(served?)
 }
 
-/// Runs a WebSocket edge on `listener`, forwarding to the room replicas at
-/// `rooms` (`http://host:port`), until `shutdown`.
+/// Runs a WebSocket edge on `listener` (and its admin port), forwarding to the
+/// room replicas at `rooms` (`http://host:port`), until `shutdown`.
 pub async fn run_edge(
     listener: TcpListener,
+    admin: AdminPort,
     rooms: Vec<String>,
     config: EdgeConfig,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let tasks = TaskTracker::new();
     let remote = RemoteRooms::connect(rooms, &tasks, shutdown.clone());
+    let stop = CancellationToken::new();
+    admin.spawn(remote.clone(), &tasks, shutdown.clone(), stop.clone());
     let served = switchboard_edge::serve(listener, remote, config, shutdown.clone()).await;
     shutdown.cancel();
+    stop.cancel();
     tasks.close();
     tasks.wait().await;
     Ok(served?)

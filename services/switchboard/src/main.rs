@@ -5,15 +5,17 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use switchboard::cli::{Cli, Command, EdgeArgs, RoomServiceArgs, StandaloneArgs};
+use switchboard::admin::AdminPort;
+use switchboard::cli::{Cli, Command, EdgeArgs, ProbeArgs, RoomServiceArgs, StandaloneArgs};
 use switchboard::distributed::{self, Backend};
-use switchboard::{logging, signal, standalone};
+use switchboard::{logging, probe, signal, standalone};
+use switchboard_telemetry::metrics::Role;
+use switchboard_telemetry::prometheus;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.worker_threads {
         runtime.worker_threads(usize::from(threads));
@@ -26,13 +28,35 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (format, admin_listen) = (cli.log_format, cli.admin_listen);
+    let command = cli.command();
+    let role = match &command {
+        Command::Standalone(_) => Role::Standalone,
+        Command::Room(_) => Role::Room,
+        Command::Edge(_) => Role::Edge,
+        Command::Probe(args) => {
+            logging::init(format, "switchboard-probe")?;
+            return run_probe(args.clone()).await;
+        }
+    };
+    let tracing = logging::init(format, &format!("switchboard-{}", role.as_str()))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal::cancel_on_signal(shutdown.clone()));
-    match cli.command() {
-        Command::Standalone(args) => run_standalone(args, shutdown).await,
-        Command::Room(args) => run_room(args, shutdown).await,
-        Command::Edge(args) => run_edge(args, shutdown).await,
+    let admin = AdminPort {
+        listener: bind(admin_listen).await?,
+        exporter: prometheus::install(role)?,
+    };
+    tracing::info!(admin = %admin.listener.local_addr()?, "admin port: /metrics /livez /readyz");
+    let result = match command {
+        Command::Standalone(args) => run_standalone(args, admin, shutdown).await,
+        Command::Room(args) => run_room(args, admin, shutdown).await,
+        Command::Edge(args) => run_edge(args, admin, shutdown).await,
+        Command::Probe(_) => unreachable!("handled above"),
+    };
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
     }
+    result
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -41,7 +65,11 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-async fn run_room(args: RoomServiceArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_room(
+    args: RoomServiceArgs,
+    admin: AdminPort,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let backend = match args.redis {
         Some(url) => Backend::Redis {
             url,
@@ -52,22 +80,30 @@ async fn run_room(args: RoomServiceArgs, shutdown: CancellationToken) -> anyhow:
     let listener = bind(args.listen).await?;
     let room = args.room.room_config();
     tracing::info!(listen = %listener.local_addr()?, offer_ttl = ?room.offer_ttl, "switchboard room service starting");
-    distributed::run_room(listener, backend, room, shutdown).await?;
+    distributed::run_room(listener, admin, backend, room, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn run_edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_edge(
+    args: EdgeArgs,
+    admin: AdminPort,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let rooms = args.room_urls()?;
     let edge = args.client.edge_config()?;
     let listener = bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, rooms = ?rooms, "switchboard edge starting");
-    distributed::run_edge(listener, rooms, edge, shutdown).await?;
+    distributed::run_edge(listener, admin, rooms, edge, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn run_standalone(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_standalone(
+    args: StandaloneArgs,
+    admin: AdminPort,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let edge = args.client.edge_config()?;
     let room = args.room.room_config();
     let listener = bind(args.listen).await?;
@@ -79,8 +115,22 @@ async fn run_standalone(args: StandaloneArgs, shutdown: CancellationToken) -> an
         ice_servers = edge.ice_servers.len(),
         "switchboard standalone ready: open the demo page in two browser tabs"
     );
-    standalone::run(listener, edge, room, shutdown).await?;
+    standalone::run(listener, admin, edge, room, shutdown).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let report = probe::run(&args.url, args.room.as_deref(), args.timeout)
+        .await
+        .with_context(|| format!("probe through {} failed", args.url))?;
+    tracing::info!(
+        url = %args.url,
+        room = %report.room,
+        offer_id = %report.offer_id,
+        took = ?report.took,
+        "probe call set up: join, offer, candidate, answer and relay all worked"
+    );
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use switchboard_room::Store;
 use switchboard_room::store::memory::MemoryStore;
 use switchboard_room::store::redis::RedisStore;
 use switchboard_room::store::{AddCandidate, Claim, OfferRecord, Parties};
+use switchboard_telemetry::TraceContext;
 
 const TTL: Duration = Duration::from_secs(60);
 const CALL_TTL: Duration = Duration::from_secs(600);
@@ -26,6 +27,7 @@ fn record(room_name: &str, caller: PeerId) -> OfferRecord {
         to: None,
         sdp: sdp("offer", 300),
         answerer: None,
+        trace: TraceContext::default(),
     }
 }
 
@@ -116,18 +118,19 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
     )
     .await;
     let won: Vec<usize> = (0..claims.len())
-        .filter(|i| matches!(claims[*i], Ok(Claim::Won(_))))
+        .filter(|i| matches!(claims[*i], Ok(Claim::Won { .. })))
         .collect();
     assert_eq!(won.len(), 1, "{claims:?}");
     assert!(
         claims
             .iter()
-            .all(|c| matches!(c, Ok(Claim::Won(_) | Claim::Taken)))
+            .all(|c| matches!(c, Ok(Claim::Won { .. } | Claim::Taken)))
     );
-    assert_eq!(
-        claims[won[0]].as_ref().ok(),
-        Some(&Claim::Won(vec![candidate(1)]))
-    );
+    let Ok(Claim::Won { candidates, waited }) = &claims[won[0]] else {
+        unreachable!("filtered above")
+    };
+    assert_eq!(candidates, &vec![candidate(1)]);
+    assert!(*waited < TTL, "pending for {waited:?}");
     let winner = answerers[won[0]];
     // Now a call: no longer listed, candidates are not buffered any more.
     assert!(
@@ -228,6 +231,41 @@ async fn expired_offers_are_taken_once_and_are_gone_meanwhile(store: &impl Store
     );
 }
 
+async fn pending_offers_are_counted_with_the_soonest_deadline(store: &impl Store) {
+    assert_eq!(store.pending().await.expect("pending"), (0, None));
+    let (later, sooner) = (
+        record("count", PeerId::random()),
+        record("count", PeerId::random()),
+    );
+    store.insert_offer(&later, TTL).await.expect("insert");
+    store.insert_offer(&sooner, TTL / 2).await.expect("insert");
+    let (count, left) = store.pending().await.expect("pending");
+    assert_eq!(count, 2);
+    let left = left.expect("a deadline");
+    assert!(
+        left <= TTL / 2 && left > TTL / 2 - Duration::from_secs(10),
+        "{left:?}"
+    );
+
+    let answerer = PeerId::random();
+    store
+        .claim(&sooner.id, &sooner.room, &answerer, CALL_TTL)
+        .await
+        .expect("claim");
+    let (count, left) = store.pending().await.expect("pending");
+    assert_eq!(count, 1, "a call is no longer pending");
+    assert!(
+        left.expect("a deadline") > TTL / 2,
+        "the later offer's deadline"
+    );
+
+    store
+        .remove_offer(&later.id, &later.room)
+        .await
+        .expect("remove");
+    assert_eq!(store.pending().await.expect("pending"), (0, None));
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -259,4 +297,5 @@ contract!(
     exactly_one_of_many_concurrent_claims_wins,
     a_removal_is_seen_by_exactly_one_remover,
     expired_offers_are_taken_once_and_are_gone_meanwhile,
+    pending_offers_are_counted_with_the_soonest_deadline,
 );

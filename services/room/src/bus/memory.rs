@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use switchboard_telemetry::Origin;
+
 use super::Bus;
 use crate::error::BackendError;
 use crate::event::{Event, Topic};
@@ -34,8 +36,13 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BackendError> {
-        self.hub.dispatch(topic, &event);
+    async fn publish(
+        &self,
+        topic: &Topic,
+        event: Event,
+        origin: &Origin,
+    ) -> Result<(), BackendError> {
+        self.hub.dispatch(topic, &event, &origin.in_current_span());
         Ok(())
     }
 }

@@ -20,12 +20,14 @@ use prost::Message as _;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, PubSub, PubSubSink};
 use switchboard_proto::pb;
+use switchboard_telemetry::metrics::{self, Direction, RedisCommand, time_redis};
+use switchboard_telemetry::{Origin, trace};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Bus;
 use crate::error::BackendError;
-use crate::event::{Event, Topic};
+use crate::event::{Event, Topic, origin_from_pb};
 use crate::hub::Hub;
 use crate::keys::{Key, Keys};
 use crate::store::redis::{COMMAND_TIMEOUT, backend, client, connection_manager};
@@ -122,14 +124,18 @@ impl RedisBus {
 
     async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<(), BackendError> {
         let mut conn = self.inner.publisher.clone();
-        let _: i64 = conn.publish(channel, payload).await.map_err(backend)?;
+        let _: i64 = time_redis(RedisCommand::Publish, conn.publish(channel, payload))
+            .await
+            .map_err(backend)?;
+        metrics::pubsub_message(Direction::Published);
         Ok(())
     }
 
     /// Hands one received message to the hub (or to a waiting probe).
     fn on_message(&self, msg: &redis::Msg) {
+        metrics::pubsub_message(Direction::Received);
         let channel = msg.get_channel_name();
-        let event = match pb::BusEvent::decode(msg.get_payload_bytes()) {
+        let mut event = match pb::BusEvent::decode(msg.get_payload_bytes()) {
             Ok(event) => event,
             Err(err) => {
                 tracing::warn!(%channel, error = %err, "undecodable bus message dropped");
@@ -145,8 +151,21 @@ impl RedisBus {
         let Some(topic) = self.inner.keys.topic(channel) else {
             return;
         };
+        let origin = origin_from_pb(event.origin.take());
+        let span = tracing::info_span!(
+            parent: None,
+            "bus.receive",
+            otel.kind = "consumer",
+            trace_id = tracing::field::Empty
+        );
+        origin.trace.continue_in(&span);
+        trace::record_trace_id(&span);
+        let _entered = span.enter();
         match Event::from_pb(event) {
-            Ok(Some(event)) => self.inner.hub.dispatch(&topic, &event),
+            Ok(Some(event)) => self
+                .inner
+                .hub
+                .dispatch(&topic, &event, &origin.in_current_span()),
             Ok(None) => {}
             Err(err) => tracing::warn!(%channel, error = %err, "invalid bus message dropped"),
         }
@@ -187,6 +206,7 @@ impl Subscriber {
                         }
                     }
                     bus.inner.subscriptions.lock().await.sink = None;
+                    metrics::pubsub_reconnect();
                     tracing::warn!("redis subscriber connection lost; reconnecting");
                 }
                 Err(err) => {
@@ -216,16 +236,28 @@ async fn resubscribe(
     let count = channels.len();
     subscribe_all(&mut sink, channels).await?;
     subs.sink = Some(sink);
+    metrics::pubsub_subscriptions(subs.counts.len());
     drop(subs);
     tracing::info!(channels = count, "redis subscriber connected");
     Ok(stream)
 }
 
 async fn subscribe_all(sink: &mut PubSubSink, channels: Vec<String>) -> Result<(), BackendError> {
-    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(channels))
-        .await
-        .map_err(|_| BackendError("timed out subscribing".into()))?
-        .map_err(backend)
+    timed(RedisCommand::Subscribe, sink.subscribe(channels)).await
+}
+
+/// One subscriber-connection command, bounded in time and measured.
+async fn timed(
+    command: RedisCommand,
+    op: impl Future<Output = redis::RedisResult<()>>,
+) -> Result<(), BackendError> {
+    let bounded = async {
+        match tokio::time::timeout(COMMAND_TIMEOUT, op).await {
+            Ok(result) => result.map_err(backend),
+            Err(_) => Err(BackendError(format!("timed out: {}", command.as_str()))),
+        }
+    };
+    time_redis(command, bounded).await
 }
 
 impl Bus for RedisBus {
@@ -235,6 +267,7 @@ impl Bus for RedisBus {
         self.probes().insert(nonce, tx);
         let probe = pb::BusEvent {
             kind: Some(pb::bus_event::Kind::Probe(nonce)),
+            origin: None,
         };
         let sent = self
             .publish_bytes(self.inner.probe_channel.clone(), probe.encode_to_vec())
@@ -258,12 +291,10 @@ impl Bus for RedisBus {
                 .sink
                 .as_mut()
                 .ok_or_else(|| BackendError("redis subscriber connection is down".into()))?;
-            match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await {
-                Ok(result) => result.map_err(backend)?,
-                Err(_) => return Err(BackendError("timed out subscribing".into())),
-            }
+            timed(RedisCommand::Subscribe, sink.subscribe(&channel)).await?;
         }
         *subs.counts.entry(channel).or_default() += 1;
+        metrics::pubsub_subscriptions(subs.counts.len());
         Ok(())
     }
 
@@ -278,22 +309,23 @@ impl Bus for RedisBus {
             return Ok(());
         }
         subs.counts.remove(&channel);
+        metrics::pubsub_subscriptions(subs.counts.len());
         // Without a connection there is nothing to unsubscribe: the next one
         // subscribes only what is still counted.
         if let Some(sink) = subs.sink.as_mut() {
-            match tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await {
-                Ok(result) => result.map_err(backend)?,
-                Err(_) => return Err(BackendError("timed out unsubscribing".into())),
-            }
+            timed(RedisCommand::Unsubscribe, sink.unsubscribe(&channel)).await?;
         }
         Ok(())
     }
 
-    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BackendError> {
-        self.publish_bytes(
-            self.inner.keys.channel(topic),
-            event.to_pb().encode_to_vec(),
-        )
-        .await
+    async fn publish(
+        &self,
+        topic: &Topic,
+        event: Event,
+        origin: &Origin,
+    ) -> Result<(), BackendError> {
+        let encoded = event.to_pb(&origin.in_current_span()).encode_to_vec();
+        self.publish_bytes(self.inner.keys.channel(topic), encoded)
+            .await
     }
 }

@@ -12,10 +12,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchboard_proto::pb::{self, rooms_client::RoomsClient};
 use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
+use switchboard_telemetry::Origin;
+use switchboard_telemetry::metrics::{self, Side};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::convert::{error, reply_from_pb, state_to_pb};
 use crate::api::{Readiness, RoomService, RoomSession};
 use crate::error::RoomError;
+use crate::event::{origin_from_pb, origin_to_pb};
 use crate::outbox::Outbox;
 use crate::session::{Reply, SessionState};
 
@@ -103,13 +106,22 @@ impl RemoteRooms {
 
     /// Replicas currently connected and serving.
     pub fn live_replicas(&self) -> usize {
-        (0..self.shared.replicas.len())
-            .filter(|i| self.shared.live(*i).is_some())
-            .count()
+        self.shared.live_replicas()
     }
 }
 
 impl Shared {
+    fn live_replicas(&self) -> usize {
+        (0..self.replicas.len())
+            .filter(|i| self.live(*i).is_some())
+            .count()
+    }
+
+    /// Updates the replicas-serving gauge.
+    fn report_serving(&self) {
+        metrics::room_replicas_serving(self.live_replicas());
+    }
+
     fn sessions(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -237,7 +249,9 @@ impl Shared {
                     return;
                 };
                 match event.body.map(ServerMessage::try_from) {
-                    Some(Ok(msg)) => entry.outbox.push(Arc::new(msg)),
+                    Some(Ok(msg)) => entry
+                        .outbox
+                        .push(Arc::new(msg), &origin_from_pb(event.origin)),
                     other => tracing::warn!(?other, "invalid event from room replica dropped"),
                 }
             }
@@ -263,6 +277,7 @@ impl Shared {
                 _ => false,
             };
             if serving.swap(up, Ordering::Relaxed) != up {
+                self.report_serving();
                 tracing::info!(replica = %self.replicas[index].url, serving = up, "room replica health changed");
                 if up {
                     self.adopt_waiting();
@@ -286,6 +301,7 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .is_some();
+        self.report_serving();
         let mut moved = 0;
         {
             let mut sessions = self.sessions();
@@ -361,6 +377,28 @@ impl RoomService for RemoteRooms {
     type Session = RemoteSession;
 
     async fn connect(&self, peer: PeerId, outbox: Outbox) -> Result<RemoteSession, RoomError> {
+        let started = Instant::now();
+        let opened = self.open(peer, outbox).await;
+        let status = opened.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+        metrics::grpc_request(Side::Client, "open", status, started.elapsed());
+        opened
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let live = self.live_replicas();
+        Readiness {
+            ready: live > 0,
+            detail: format!(
+                "{live} of {} room replicas serving",
+                self.shared.replicas.len()
+            ),
+        }
+    }
+}
+
+impl RemoteRooms {
+    /// Opens a session on a live replica and waits until it is open there.
+    async fn open(&self, peer: PeerId, outbox: Outbox) -> Result<RemoteSession, RoomError> {
         let shared = &self.shared;
         let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let (index, tx) = shared
@@ -403,21 +441,27 @@ impl RoomService for RemoteRooms {
             }
         }
     }
-
-    async fn readiness(&self) -> Readiness {
-        let live = self.live_replicas();
-        Readiness {
-            ready: live > 0,
-            detail: format!(
-                "{live} of {} room replicas serving",
-                self.shared.replicas.len()
-            ),
-        }
-    }
 }
 
 impl RoomSession for RemoteSession {
-    async fn handle(&mut self, msg: ClientMessage) -> Result<Reply, RoomError> {
+    async fn handle(&mut self, msg: ClientMessage, origin: Origin) -> Result<Reply, RoomError> {
+        let started = Instant::now();
+        let result = self.call(&msg, &origin).await;
+        let status = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+        metrics::grpc_request(Side::Client, msg.kind(), status, started.elapsed());
+        result
+    }
+
+    async fn close(self) {
+        let started = Instant::now();
+        self.send_close().await;
+        metrics::grpc_request(Side::Client, "close", "ok", started.elapsed());
+    }
+}
+
+impl RemoteSession {
+    /// Sends one request to the session's replica and waits for its reply.
+    async fn call(&mut self, msg: &ClientMessage, origin: &Origin) -> Result<Reply, RoomError> {
         let Some(body) = msg.to_request() else {
             return Ok(Reply::Pong);
         };
@@ -445,6 +489,7 @@ impl RoomSession for RemoteSession {
                 session: self.id,
                 call,
                 body: Some(body),
+                origin: Some(origin_to_pb(&origin.in_current_span())),
             })),
         };
         let result = match tx.send(frame).await {
@@ -460,13 +505,14 @@ impl RoomSession for RemoteSession {
         if let Some(entry) = sessions.get_mut(&self.id) {
             entry.calls.remove(&call);
             if let Ok(reply) = &result {
-                entry.state.record(&msg, reply);
+                entry.state.record(msg, reply);
             }
         }
         result
     }
 
-    async fn close(self) {
+    /// Tells the replica the client is gone (or, without one, the next replica).
+    async fn send_close(self) {
         let tx = {
             let mut sessions = self.shared.sessions();
             let Some(entry) = sessions.get_mut(&self.id) else {

@@ -3,7 +3,10 @@
 use switchboard_proto::pb::{self, convert};
 use switchboard_proto::{ErrorCode, PendingOffer};
 
+use switchboard_telemetry::Origin;
+
 use crate::error::RoomError;
+use crate::event::{origin_from_pb, origin_to_pb};
 use crate::session::{Reply, SessionState};
 
 pub(crate) fn failure(err: &RoomError) -> pb::Failure {
@@ -26,9 +29,22 @@ pub(crate) fn error(failure: pb::Failure) -> RoomError {
 pub(crate) fn reply_to_pb(result: Result<Reply, RoomError>) -> pb::reply::Result {
     use pb::reply::Result as R;
     match result {
-        Ok(Reply::Joined { room, offers }) => R::Joined(pb::Joined {
+        Ok(Reply::Joined {
+            room,
+            offers,
+            traces,
+        }) => R::Joined(pb::Joined {
             room: room.to_string(),
             offers: offers.iter().map(Into::into).collect(),
+            origins: traces
+                .into_iter()
+                .map(|trace| {
+                    origin_to_pb(&Origin {
+                        trace,
+                        ..Origin::default()
+                    })
+                })
+                .collect(),
         }),
         Ok(Reply::OfferCreated { offer_id }) => R::OfferCreated(pb::OfferCreated {
             offer_id: offer_id.to_string(),
@@ -52,6 +68,11 @@ pub(crate) fn reply_from_pb(result: Option<pb::reply::Result>) -> Result<Reply, 
     };
     match result {
         Some(R::Joined(j)) => Ok(Reply::Joined {
+            traces: j
+                .origins
+                .into_iter()
+                .map(|o| origin_from_pb(Some(o)).trace)
+                .collect(),
             room: convert::room(&j.room).map_err(invalid)?,
             offers: j
                 .offers
@@ -114,6 +135,7 @@ mod tests {
             Reply::Joined {
                 room: room.clone(),
                 offers: vec![],
+                traces: vec![],
             },
             Reply::OfferCreated {
                 offer_id: OfferId::random(),

@@ -16,12 +16,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use switchboard_proto::error::FieldError;
 use switchboard_proto::pb::{self, convert, rooms_server};
 use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
+use switchboard_telemetry::metrics::{self, Side};
+use switchboard_telemetry::{Origin, trace};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -29,11 +31,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::convert::{failure, reply_to_pb, state_from_pb};
 use crate::api::RoomSession;
 use crate::bus::Bus;
 use crate::error::RoomError;
+use crate::event::{origin_from_pb, origin_to_pb};
 use crate::outbox::{Deliver, Outbox};
 use crate::room::Room;
 use crate::session::{Session, SessionState};
@@ -162,10 +166,18 @@ struct Slot<S, B> {
 }
 
 enum Work {
-    Open(PeerId, SessionState),
-    Request(u64, Result<ClientMessage, FieldError>),
+    Open(PeerId, SessionState, Instant),
+    Request(Call),
     Close,
     Detach,
+}
+
+/// One request as it arrived.
+struct Call {
+    id: u64,
+    body: Result<ClientMessage, FieldError>,
+    origin: Origin,
+    arrived: Instant,
 }
 
 impl<S: Store, B: Bus> Link<S, B> {
@@ -227,14 +239,19 @@ impl<S: Store, B: Bus> Link<S, B> {
                 if self.slots().insert(open.session, fresh).is_some() {
                     tracing::warn!(session = open.session, "edge reopened a live session");
                 }
-                self.enqueue(open.session, Work::Open(peer, state));
+                self.enqueue(open.session, Work::Open(peer, state, Instant::now()));
             }
             Some(Frame::Request(req)) => {
-                let body = req
-                    .body
-                    .ok_or_else(|| convert::missing("request body"))
-                    .and_then(ClientMessage::try_from);
-                if !self.enqueue(req.session, Work::Request(req.call, body)) {
+                let call = Call {
+                    id: req.call,
+                    body: req
+                        .body
+                        .ok_or_else(|| convert::missing("request body"))
+                        .and_then(ClientMessage::try_from),
+                    origin: origin_from_pb(req.origin),
+                    arrived: Instant::now(),
+                };
+                if !self.enqueue(req.session, Work::Request(call)) {
                     let err = RoomError::unavailable("unknown session; open it again");
                     self.send(reply(req.session, req.call, Err(err))).await;
                 }
@@ -280,7 +297,7 @@ impl<S: Store, B: Bus> Link<S, B> {
                 }
             };
             match next {
-                Work::Open(peer, state) => {
+                Work::Open(peer, state, arrived) => {
                     let outbox = Outbox::new(StreamOutbox {
                         session: id,
                         tx: self.tx.clone(),
@@ -293,29 +310,31 @@ impl<S: Store, B: Bus> Link<S, B> {
                     if let Err(err) = &opening {
                         tracing::warn!(%peer, error = ?err, "could not open session");
                     }
+                    let status = opening
+                        .as_ref()
+                        .map_or_else(|e| e.code().as_str(), |_| "ok");
+                    metrics::grpc_request(Side::Server, "open", status, arrived.elapsed());
                     self.send(opened(id, opening.as_ref().err())).await;
                     session = opening.ok();
                 }
-                Work::Request(call, body) => {
-                    let result = match (body, session.as_mut()) {
-                        (Err(err), _) => Err(RoomError::Remote {
-                            code: err.code,
-                            message: err.message,
-                        }),
-                        (Ok(msg), Some(session)) => session.handle(msg).await,
-                        (Ok(_), None) => Err(RoomError::unavailable("the session failed to open")),
-                    };
+                Work::Request(call) => {
+                    let call_id = call.id;
+                    let result = handle(session.as_mut(), call).await;
                     if let Err(RoomError::Unavailable(cause)) = &result {
                         tracing::warn!(error = %cause, "request failed");
                     }
-                    self.send(reply(id, call, result)).await;
+                    self.send(reply(id, call_id, result)).await;
                 }
                 Work::Close | Work::Detach => {
+                    let started = Instant::now();
                     if let Some(session) = session.take() {
                         match next {
                             Work::Close => session.close().await,
                             _ => session.detach().await,
                         }
+                    }
+                    if matches!(next, Work::Close) {
+                        metrics::grpc_request(Side::Server, "close", "ok", started.elapsed());
                     }
                     self.slots().remove(&id);
                     return;
@@ -328,6 +347,38 @@ impl<S: Store, B: Bus> Link<S, B> {
         // A closed stream is noticed by `run`; nothing to do here.
         let _ = self.tx.send(Ok(pb::RoomFrame { frame: Some(frame) })).await;
     }
+}
+
+/// Handles one request of a session, in its own span (continuing the edge's
+/// trace) and measured from its arrival.
+async fn handle<S: Store, B: Bus>(
+    session: Option<&mut Session<S, B>>,
+    call: Call,
+) -> Result<crate::Reply, RoomError> {
+    let Call {
+        body,
+        origin,
+        arrived,
+        ..
+    } = call;
+    let (msg, session) = match (body, session) {
+        (Err(err), _) => {
+            return Err(RoomError::Remote {
+                code: err.code,
+                message: err.message,
+            });
+        }
+        (Ok(_), None) => return Err(RoomError::unavailable("the session failed to open")),
+        (Ok(msg), Some(session)) => (msg, session),
+    };
+    let method = msg.kind();
+    let span = trace::request_span("room.request", "server", &session.peer_id(), &msg);
+    origin.trace.continue_in(&span);
+    trace::record_trace_id(&span);
+    let result = session.handle(msg, origin).instrument(span).await;
+    let status = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+    metrics::grpc_request(Side::Server, method, status, arrived.elapsed());
+    result
 }
 
 fn opened(session: u64, error: Option<&RoomError>) -> pb::room_frame::Frame {
@@ -358,15 +409,17 @@ struct StreamOutbox {
 }
 
 impl Deliver for StreamOutbox {
-    fn deliver(&self, msg: Arc<ServerMessage>) {
+    fn deliver(&self, msg: Arc<ServerMessage>, origin: &Origin) {
         let Some(body) = msg.to_event() else { return };
         let frame = pb::room_frame::Frame::Event(pb::Event {
             session: self.session,
             body: Some(body),
+            origin: Some(origin_to_pb(origin)),
         });
         match self.tx.try_send(Ok(pb::RoomFrame { frame: Some(frame) })) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
+                metrics::outbound_queue_drop();
                 if !self.ended.is_cancelled() {
                     tracing::warn!("stream to edge is full; ending it so the edge re-attaches");
                 }

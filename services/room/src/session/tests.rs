@@ -7,6 +7,8 @@ use switchboard_proto::{
     Candidate, ClientMessage, CloseReason, OfferId, PeerId, Req, RoomId, Sdp, ServerMessage,
 };
 
+use switchboard_telemetry::Origin;
+
 use crate::api::{RoomService, RoomSession};
 use crate::bus::memory::MemoryBus;
 use crate::config::RoomConfig;
@@ -38,7 +40,7 @@ impl Peer {
     }
 
     async fn send(&mut self, msg: ClientMessage) -> Result<Reply, RoomError> {
-        self.session.handle(msg).await
+        self.session.handle(msg, Origin::default()).await
     }
 
     async fn join(&mut self, room: &RoomId) {
@@ -62,8 +64,8 @@ impl Peer {
     /// Every event queued so far (delivery is synchronous in memory).
     fn events(&mut self) -> Vec<ServerMessage> {
         let mut out = Vec::new();
-        while let Some(Ok(msg)) = futures_now(self.events.recv()) {
-            out.push((*msg).clone());
+        while let Some(Ok(delivery)) = futures_now(self.events.recv()) {
+            out.push((*delivery.msg).clone());
         }
         out
     }
@@ -155,7 +157,8 @@ async fn an_expired_offer_is_gone_even_before_the_sweep() {
         joined,
         Reply::Joined {
             room: lobby(),
-            offers: vec![]
+            offers: vec![],
+            traces: vec![],
         }
     );
     let err = caller
@@ -187,7 +190,7 @@ async fn the_expiry_task_sweeps_on_its_own() {
         .expect("expiry notice within a sweep of the TTL")
         .expect("not overflowed");
     assert!(
-        matches!(*event, ServerMessage::OfferClosed { offer_id: id, reason: CloseReason::Expired, .. } if id == offer_id)
+        matches!(*event.msg, ServerMessage::OfferClosed { offer_id: id, reason: CloseReason::Expired, .. } if id == offer_id)
     );
     shutdown.cancel();
     sweeper.await.expect("sweeper stops");

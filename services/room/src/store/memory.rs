@@ -36,6 +36,7 @@ struct Entry {
     record: OfferRecord,
     candidates: Vec<Candidate>,
     deadline: Instant,
+    created: Instant,
     seq: u64,
 }
 
@@ -84,7 +85,8 @@ impl Store for MemoryStore {
 
     async fn insert_offer(&self, offer: &OfferRecord, ttl: Duration) -> Result<(), BackendError> {
         let mut state = self.state();
-        let deadline = Instant::now() + ttl;
+        let created = Instant::now();
+        let deadline = created + ttl;
         let seq = state.next_seq;
         state.next_seq += 1;
         state.deadlines.insert((deadline, offer.id));
@@ -97,6 +99,7 @@ impl Store for MemoryStore {
             record: offer.clone(),
             candidates: Vec::new(),
             deadline,
+            created,
             seq,
         };
         state.offers.insert(offer.id, entry);
@@ -168,12 +171,14 @@ impl Store for MemoryStore {
         entry.record.answerer = Some(*answerer);
         let candidates = std::mem::take(&mut entry.candidates);
         let (room, old_deadline) = (entry.record.room.clone(), entry.deadline);
-        entry.deadline = Instant::now() + call_ttl;
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(entry.created);
+        entry.deadline = now + call_ttl;
         let new_deadline = entry.deadline;
         state.deadlines.remove(&(old_deadline, *id));
         state.deadlines.insert((new_deadline, *id));
         state.unindex(&room, id);
-        Ok(Claim::Won(candidates))
+        Ok(Claim::Won { candidates, waited })
     }
 
     async fn remove_offer(
@@ -186,6 +191,17 @@ impl Store for MemoryStore {
             return Ok(None);
         }
         Ok(state.remove(id).map(|e| e.record))
+    }
+
+    async fn pending(&self) -> Result<(usize, Option<Duration>), BackendError> {
+        let state = self.state();
+        let count = state.rooms.values().map(HashSet::len).sum();
+        let soonest = state
+            .deadlines
+            .iter()
+            .find(|(_, id)| state.offers.get(id).is_some_and(|e| e.record.is_pending()));
+        let left = soonest.map(|(deadline, _)| deadline.saturating_duration_since(Instant::now()));
+        Ok((count, left))
     }
 
     async fn take_expired(&self, max: usize) -> Result<Vec<OfferRecord>, BackendError> {

@@ -12,6 +12,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
 
+use switchboard_telemetry::TraceContext;
+use switchboard_telemetry::metrics::{RedisCommand, time_redis};
+
 use super::{AddCandidate, Claim, OfferRecord, Parties, Store};
 use crate::error::BackendError;
 use crate::keys::{Key, Keys};
@@ -23,11 +26,14 @@ const GRACE: Duration = Duration::from_secs(60);
 /// Bounds every Redis round trip.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The fields of an offer hash, in the order every reader uses.
-const FIELDS: [&str; 6] = ["room", "caller", "to", "sdp", "answerer", "deadline"];
+/// The fields of an offer hash, in the order every reader uses (`created` is
+/// in microseconds: offers made in the same millisecond still list in order).
+const FIELDS: [&str; 8] = [
+    "room", "caller", "to", "sdp", "answerer", "deadline", "created", "trace",
+];
 
-/// Current Redis time in milliseconds, as a Lua expression.
-const NOW: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+/// Current Redis time in milliseconds (`now`) and microseconds (`now_us`).
+const NOW: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000); local now_us = t[1] * 1000000 + t[2]";
 
 /// Offers and calls in Redis.
 #[derive(Clone)]
@@ -52,6 +58,7 @@ struct Scripts {
     claim: Script,
     remove: Script,
     take_expired: Script,
+    pending: Script,
 }
 
 impl Scripts {
@@ -61,13 +68,14 @@ impl Scripts {
         // Whether the record in `f` is missing, or a pending offer past its deadline.
         const GONE: &str = "local gone = (not f[2]) or ((not f[5]) and tonumber(f[6]) <= now)";
         Self {
-            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, sdp, ttl ms, grace ms.
+            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, sdp, ttl ms, grace ms, traceparent.
             insert: Script::new(&format!(
                 "{NOW}
                 local deadline = now + tonumber(ARGV[6])
                 local keep = tonumber(ARGV[6]) + tonumber(ARGV[7])
-                redis.call('HSET', KEYS[1], 'room', ARGV[2], 'caller', ARGV[3], 'sdp', ARGV[5], 'deadline', deadline)
+                redis.call('HSET', KEYS[1], 'room', ARGV[2], 'caller', ARGV[3], 'sdp', ARGV[5], 'deadline', deadline, 'created', now_us)
                 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'to', ARGV[4]) end
+                if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'trace', ARGV[8]) end
                 redis.call('PEXPIRE', KEYS[1], keep)
                 redis.call('SADD', KEYS[2], ARGV[1])
                 redis.call('PEXPIRE', KEYS[2], keep)
@@ -101,6 +109,7 @@ impl Scripts {
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[5] then return {{'taken'}} end
+                local created = tonumber(redis.call('HGET', KEYS[1], 'created') or now_us)
                 redis.call('HSET', KEYS[1], 'answerer', ARGV[1])
                 redis.call('HDEL', KEYS[1], 'sdp')
                 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
@@ -108,6 +117,7 @@ impl Scripts {
                 redis.call('DEL', KEYS[2])
                 redis.call('ZREM', KEYS[3], ARGV[3])
                 redis.call('SREM', KEYS[4], ARGV[3])
+                table.insert(candidates, 1, tostring(math.floor((now_us - created) / 1000)))
                 table.insert(candidates, 1, 'won')
                 return candidates"
             )),
@@ -131,6 +141,16 @@ impl Scripts {
                 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
                 if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
                 return ids"
+            )),
+            // KEYS: expiries. Returns the number of pending offers and the
+            // time left until the soonest deadline (ms, -1 when none).
+            pending: Script::new(&format!(
+                "{NOW}
+                local count = redis.call('ZCARD', KEYS[1])
+                local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+                local left = -1
+                if first[2] then left = math.max(0, tonumber(first[2]) - now) end
+                return {{count, left}}"
             )),
         }
     }
@@ -174,6 +194,7 @@ impl RedisStore {
             // A claimed call keeps no SDP (nobody needs it any more).
             sdp: Sdp::parse(field(3).as_deref().unwrap_or("v=0")).map_err(|_| corrupt())?,
             answerer: peer(field(4))?,
+            trace: TraceContext::from_pairs(field(7).map(|t| ("traceparent".to_owned(), t))),
         })
     }
 }
@@ -216,6 +237,14 @@ fn value<T: redis::FromRedisValue>(v: &Value) -> Result<T, BackendError> {
     redis::from_redis_value_ref(v).map_err(|e| BackendError(format!("unexpected redis reply: {e}")))
 }
 
+/// The `traceparent` of a context, or empty.
+fn traceparent(trace: &TraceContext) -> &str {
+    trace
+        .pairs()
+        .find_map(|(k, v)| (k == "traceparent").then_some(v))
+        .unwrap_or_default()
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -232,101 +261,120 @@ fn decode_candidates(items: &[Value]) -> Result<Vec<Candidate>, BackendError> {
 
 impl Store for RedisStore {
     async fn ping(&self) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        time_redis(RedisCommand::Ping, async {
+            let mut conn = self.conn.clone();
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn insert_offer(&self, offer: &OfferRecord, ttl: Duration) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .scripts
-            .insert
-            .key(self.key(Key::Offer(&offer.id)))
-            .key(self.key(Key::RoomOffers(&offer.room)))
-            .key(self.key(Key::Expiries))
-            .arg(offer.id.as_str())
-            .arg(offer.room.as_str())
-            .arg(offer.caller.as_str())
-            .arg(offer.to.map(|p| p.to_string()).unwrap_or_default())
-            .arg(offer.sdp.as_str())
-            .arg(ms(ttl))
-            .arg(ms(GRACE))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        time_redis(RedisCommand::InsertOffer, async {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .scripts
+                .insert
+                .key(self.key(Key::Offer(&offer.id)))
+                .key(self.key(Key::RoomOffers(&offer.room)))
+                .key(self.key(Key::Expiries))
+                .arg(offer.id.as_str())
+                .arg(offer.room.as_str())
+                .arg(offer.caller.as_str())
+                .arg(offer.to.map(|p| p.to_string()).unwrap_or_default())
+                .arg(offer.sdp.as_str())
+                .arg(ms(ttl))
+                .arg(ms(GRACE))
+                .arg(traceparent(&offer.trace))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
-        let mut conn = self.conn.clone();
-        let fields: Option<Vec<Option<String>>> = self
-            .scripts
-            .get
-            .key(self.key(Key::Offer(id)))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        fields.map(|f| self.record(*id, f)).transpose()
+        time_redis(RedisCommand::GetOffer, async {
+            let mut conn = self.conn.clone();
+            let fields: Option<Vec<Option<String>>> = self
+                .scripts
+                .get
+                .key(self.key(Key::Offer(id)))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            fields.map(|f| self.record(*id, f)).transpose()
+        })
+        .await
     }
 
     async fn room_offers(
         &self,
         room: &RoomId,
     ) -> Result<Vec<(OfferRecord, Vec<Candidate>)>, BackendError> {
-        let mut conn = self.conn.clone();
-        let index = self.key(Key::RoomOffers(room));
-        let ids: Vec<String> = conn.smembers(&index).await.map_err(backend)?;
-        let ids: Vec<OfferId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One round trip: Redis's clock, then each offer's fields and candidates.
-        let mut pipe = redis::pipe();
-        pipe.cmd("TIME");
-        for id in &ids {
-            pipe.cmd("HMGET").arg(self.key(Key::Offer(id))).arg(&FIELDS);
-            pipe.lrange(self.key(Key::Candidates(id)), 0, -1);
-        }
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend)?;
-        let (seconds, micros): (u64, u64) = value(&replies[0])?;
-        let now = seconds * 1000 + micros / 1000;
-        let mut offers = Vec::new();
-        let mut stale = Vec::new();
-        for (id, pair) in ids.iter().zip(replies[1..].chunks(2)) {
-            let fields: Vec<Option<String>> = value(&pair[0])?;
-            let deadline: Option<u64> = fields
-                .get(5)
-                .cloned()
-                .flatten()
-                .and_then(|d| d.parse().ok());
-            let live =
-                fields.get(1).is_some_and(Option::is_some) && deadline.is_some_and(|d| d > now);
-            let record = if live {
-                Some(self.record(*id, fields)?)
-            } else {
-                None
-            };
-            match record {
-                Some(record) if record.is_pending() => {
-                    let items: Vec<Value> = value(&pair[1])?;
-                    offers.push((deadline.unwrap_or(0), record, decode_candidates(&items)?));
-                }
-                _ => stale.push(id.to_string()),
+        time_redis(RedisCommand::RoomOffers, async {
+            let mut conn = self.conn.clone();
+            let index = self.key(Key::RoomOffers(room));
+            let ids: Vec<String> = conn.smembers(&index).await.map_err(backend)?;
+            let ids: Vec<OfferId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+            if ids.is_empty() {
+                return Ok(Vec::new());
             }
-        }
-        if !stale.is_empty() {
-            let _: i64 = conn.srem(&index, &stale).await.map_err(backend)?;
-        }
-        // Oldest first: every offer of a replica has the same TTL.
-        offers.sort_by_key(|(deadline, ..)| *deadline);
-        Ok(offers
-            .into_iter()
-            .map(|(_, record, candidates)| (record, candidates))
-            .collect())
+            // One round trip: Redis's clock, then each offer's fields and candidates.
+            let mut pipe = redis::pipe();
+            pipe.cmd("TIME");
+            for id in &ids {
+                pipe.cmd("HMGET").arg(self.key(Key::Offer(id))).arg(&FIELDS);
+                pipe.lrange(self.key(Key::Candidates(id)), 0, -1);
+            }
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend)?;
+            let (seconds, micros): (u64, u64) = value(&replies[0])?;
+            let now = seconds * 1000 + micros / 1000;
+            let mut offers = Vec::new();
+            let mut stale = Vec::new();
+            for (id, pair) in ids.iter().zip(replies[1..].chunks(2)) {
+                let fields: Vec<Option<String>> = value(&pair[0])?;
+                let deadline: Option<u64> = fields
+                    .get(5)
+                    .cloned()
+                    .flatten()
+                    .and_then(|d| d.parse().ok());
+                let created: u64 = fields
+                    .get(6)
+                    .cloned()
+                    .flatten()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let live =
+                    fields.get(1).is_some_and(Option::is_some) && deadline.is_some_and(|d| d > now);
+                let record = if live {
+                    Some(self.record(*id, fields)?)
+                } else {
+                    None
+                };
+                match record {
+                    Some(record) if record.is_pending() => {
+                        let items: Vec<Value> = value(&pair[1])?;
+                        offers.push((created, record, decode_candidates(&items)?));
+                    }
+                    _ => stale.push(id.to_string()),
+                }
+            }
+            if !stale.is_empty() {
+                let _: i64 = conn.srem(&index, &stale).await.map_err(backend)?;
+            }
+            // Oldest first.
+            offers.sort_by_key(|(created, ..)| *created);
+            Ok(offers
+                .into_iter()
+                .map(|(_, record, candidates)| (record, candidates))
+                .collect())
+        })
+        .await
     }
 
     async fn add_candidate(
@@ -336,39 +384,42 @@ impl Store for RedisStore {
         candidate: &Candidate,
         max: usize,
     ) -> Result<AddCandidate, BackendError> {
-        let mut conn = self.conn.clone();
-        let json = serde_json::to_string(candidate).map_err(|e| BackendError(e.to_string()))?;
-        let reply: Vec<String> = self
-            .scripts
-            .add_candidate
-            .key(self.key(Key::Offer(id)))
-            .key(self.key(Key::Candidates(id)))
-            .arg(from.as_str())
-            .arg(json)
-            .arg(max)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        let corrupt = || BackendError(format!("corrupt offer record {id}"));
-        Ok(match reply.first().map(String::as_str) {
-            Some("buffered") => AddCandidate::Buffered,
-            Some("full") => AddCandidate::BufferFull,
-            Some("parties") => {
-                let caller = reply
-                    .get(1)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(corrupt)?;
-                let answerer = reply
-                    .get(2)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.parse().map_err(|_| corrupt()));
-                AddCandidate::NotBuffered(Parties {
-                    caller,
-                    answerer: answerer.transpose()?,
-                })
-            }
-            _ => AddCandidate::NotFound,
+        time_redis(RedisCommand::AddCandidate, async {
+            let mut conn = self.conn.clone();
+            let json = serde_json::to_string(candidate).map_err(|e| BackendError(e.to_string()))?;
+            let reply: Vec<String> = self
+                .scripts
+                .add_candidate
+                .key(self.key(Key::Offer(id)))
+                .key(self.key(Key::Candidates(id)))
+                .arg(from.as_str())
+                .arg(json)
+                .arg(max)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            let corrupt = || BackendError(format!("corrupt offer record {id}"));
+            Ok(match reply.first().map(String::as_str) {
+                Some("buffered") => AddCandidate::Buffered,
+                Some("full") => AddCandidate::BufferFull,
+                Some("parties") => {
+                    let caller = reply
+                        .get(1)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(corrupt)?;
+                    let answerer = reply
+                        .get(2)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.parse().map_err(|_| corrupt()));
+                    AddCandidate::NotBuffered(Parties {
+                        caller,
+                        answerer: answerer.transpose()?,
+                    })
+                }
+                _ => AddCandidate::NotFound,
+            })
         })
+        .await
     }
 
     async fn claim(
@@ -378,26 +429,35 @@ impl Store for RedisStore {
         answerer: &PeerId,
         call_ttl: Duration,
     ) -> Result<Claim, BackendError> {
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = self
-            .scripts
-            .claim
-            .key(self.key(Key::Offer(id)))
-            .key(self.key(Key::Candidates(id)))
-            .key(self.key(Key::Expiries))
-            .key(self.key(Key::RoomOffers(room)))
-            .arg(answerer.as_str())
-            .arg(ms(call_ttl))
-            .arg(id.as_str())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        let status: Option<String> = reply.first().map(value).transpose()?;
-        Ok(match status.as_deref() {
-            Some("won") => Claim::Won(decode_candidates(&reply[1..])?),
-            Some("taken") => Claim::Taken,
-            _ => Claim::NotFound,
+        time_redis(RedisCommand::Claim, async {
+            let mut conn = self.conn.clone();
+            let reply: Vec<Value> = self
+                .scripts
+                .claim
+                .key(self.key(Key::Offer(id)))
+                .key(self.key(Key::Candidates(id)))
+                .key(self.key(Key::Expiries))
+                .key(self.key(Key::RoomOffers(room)))
+                .arg(answerer.as_str())
+                .arg(ms(call_ttl))
+                .arg(id.as_str())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            let status: Option<String> = reply.first().map(value).transpose()?;
+            Ok(match status.as_deref() {
+                Some("won") => {
+                    let waited: String = reply.get(1).map(value).transpose()?.unwrap_or_default();
+                    Claim::Won {
+                        waited: Duration::from_millis(waited.parse().unwrap_or(0)),
+                        candidates: decode_candidates(reply.get(2..).unwrap_or_default())?,
+                    }
+                }
+                Some("taken") => Claim::Taken,
+                _ => Claim::NotFound,
+            })
         })
+        .await
     }
 
     async fn remove_offer(
@@ -405,64 +465,85 @@ impl Store for RedisStore {
         id: &OfferId,
         room: &RoomId,
     ) -> Result<Option<OfferRecord>, BackendError> {
-        let mut conn = self.conn.clone();
-        let fields: Option<Vec<Option<String>>> = self
-            .scripts
-            .remove
-            .key(self.key(Key::Offer(id)))
-            .key(self.key(Key::Candidates(id)))
-            .key(self.key(Key::Expiries))
-            .key(self.key(Key::RoomOffers(room)))
-            .arg(id.as_str())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        fields.map(|f| self.record(*id, f)).transpose()
+        time_redis(RedisCommand::RemoveOffer, async {
+            let mut conn = self.conn.clone();
+            let fields: Option<Vec<Option<String>>> = self
+                .scripts
+                .remove
+                .key(self.key(Key::Offer(id)))
+                .key(self.key(Key::Candidates(id)))
+                .key(self.key(Key::Expiries))
+                .key(self.key(Key::RoomOffers(room)))
+                .arg(id.as_str())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            fields.map(|f| self.record(*id, f)).transpose()
+        })
+        .await
+    }
+
+    async fn pending(&self) -> Result<(usize, Option<Duration>), BackendError> {
+        time_redis(RedisCommand::PendingStats, async {
+            let mut conn = self.conn.clone();
+            let invocation = self.scripts.pending.key(self.key(Key::Expiries));
+            let (count, left): (usize, i64) =
+                invocation.invoke_async(&mut conn).await.map_err(backend)?;
+            let left = u64::try_from(left).ok().map(Duration::from_millis);
+            Ok((count, left))
+        })
+        .await
     }
 
     async fn take_expired(&self, max: usize) -> Result<Vec<OfferRecord>, BackendError> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = self
-            .scripts
-            .take_expired
-            .key(self.key(Key::Expiries))
-            .arg(max)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        let ids: Vec<OfferId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // These ids are ours alone now: read and delete them.
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET").arg(self.key(Key::Offer(id))).arg(&FIELDS);
-            pipe.del(&[self.key(Key::Offer(id)), self.key(Key::Candidates(id))])
-                .ignore();
-        }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await.map_err(backend)?;
-        let mut expired = Vec::new();
-        let mut unindex = redis::pipe();
-        for (id, fields) in ids.into_iter().zip(rows) {
-            if !fields.get(1).is_some_and(Option::is_some) {
-                continue;
+        time_redis(RedisCommand::TakeExpired, async {
+            let mut conn = self.conn.clone();
+            let ids: Vec<String> = self
+                .scripts
+                .take_expired
+                .key(self.key(Key::Expiries))
+                .arg(max)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            let ids: Vec<OfferId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+            if ids.is_empty() {
+                return Ok(Vec::new());
             }
-            match self.record(id, fields) {
-                Ok(record) if record.is_pending() => {
-                    unindex
-                        .srem(self.key(Key::RoomOffers(&record.room)), id.as_str())
-                        .ignore();
-                    expired.push(record);
+            // These ids are ours alone now: read and delete them.
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET").arg(self.key(Key::Offer(id))).arg(&FIELDS);
+                pipe.del(&[self.key(Key::Offer(id)), self.key(Key::Candidates(id))])
+                    .ignore();
+            }
+            let rows: Vec<Vec<Option<String>>> =
+                pipe.query_async(&mut conn).await.map_err(backend)?;
+            let mut expired = Vec::new();
+            let mut unindex = redis::pipe();
+            for (id, fields) in ids.into_iter().zip(rows) {
+                if !fields.get(1).is_some_and(Option::is_some) {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "dropping an unreadable expired offer"),
+                match self.record(id, fields) {
+                    Ok(record) if record.is_pending() => {
+                        unindex
+                            .srem(self.key(Key::RoomOffers(&record.room)), id.as_str())
+                            .ignore();
+                        expired.push(record);
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "dropping an unreadable expired offer")
+                    }
+                }
             }
-        }
-        if !expired.is_empty() {
-            // Best effort: a stale index entry is pruned by the next listing anyway.
-            let _: Result<(), _> = unindex.query_async(&mut conn).await;
-        }
-        Ok(expired)
+            if !expired.is_empty() {
+                // Best effort: a stale index entry is pruned by the next listing anyway.
+                let _: Result<(), _> = unindex.query_async(&mut conn).await;
+            }
+            Ok(expired)
+        })
+        .await
     }
 }

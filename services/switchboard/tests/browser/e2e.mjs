@@ -176,7 +176,7 @@ class Server {
   get addr() { return `127.0.0.1:${this.port}`; }
   get url() { return `http://${this.addr}`; }
   async start() {
-    this.child = spawnLogged(this.name, BIN, [this.role, '--listen', this.addr, ...this.extra]);
+    this.child = spawnLogged(this.name, BIN, [this.role, '--listen', this.addr, '--admin-listen', '127.0.0.1:0', ...this.extra]);
     if (this.role === 'room') {
       await until(`${this.name} listening`, () => tcpOpen(this.port), { child: this.child });
     } else {

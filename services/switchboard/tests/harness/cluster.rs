@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use switchboard_edge::EdgeConfig;
 use switchboard_room::RoomConfig;
+use switchboard_telemetry::metrics::Role;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -74,8 +75,14 @@ impl Cluster {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
+        let admin = switchboard::admin::AdminPort {
+            listener: TcpListener::bind("127.0.0.1:0").await.expect("bind admin"),
+            exporter: switchboard_telemetry::prometheus::install(Role::Standalone)
+                .expect("metrics recorder"),
+        };
         let server = tokio::spawn(switchboard::standalone::run(
             listener,
+            admin,
             edge,
             room,
             shutdown.clone(),

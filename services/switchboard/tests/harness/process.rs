@@ -105,7 +105,7 @@ async fn spawn(program: &Path, args: &[String], log: &Path, addr: SocketAddr) ->
 }
 
 /// A free loopback port (bound and released; fine for a server started at once).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -175,6 +175,39 @@ pub async fn redis(dir: &Path) -> Process {
     process
 }
 
+/// A real Prometheus (the Debian `prometheus` package) with `config`, on a
+/// free loopback port, keeping its data under `dir`; returns once it is ready.
+pub async fn prometheus(dir: &Path, config: &str) -> Process {
+    let port = free_port();
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config).expect("prometheus config");
+    let args: Vec<String> = vec![
+        format!("--config.file={}", config_file.display()),
+        format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus-data").display()
+        ),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--log.level=warn".into(),
+    ];
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let program = Path::new("prometheus");
+    assert!(
+        std::process::Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "prometheus is not installed (scripts/test.sh installs the Debian package)"
+    );
+    let process = spawn(program, &args, &dir.join("prometheus.log"), addr).await;
+    wait_until("prometheus to be ready", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+            && super::raw::http_get(addr, "/-/ready").await.0 == 200
+    })
+    .await;
+    process
+}
+
 /// `switchboard ROLE ARGS…` listening on `127.0.0.1:0`; returns once it
 /// listens, with the address it reported in its (JSON) log.
 pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) -> Process {
@@ -184,6 +217,8 @@ pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) ->
         "127.0.0.1:0".into(),
         "--log-format".into(),
         "json".into(),
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
     ];
     full.extend_from_slice(args);
     let program = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
@@ -211,8 +246,27 @@ pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) ->
 /// The address from the first log line that has a `listen` field.
 fn listen_addr(log: &Path) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines().find_map(|line| {
-        let rest = line.split_once("\"listen\":\"")?.1;
-        rest.split('"').next()?.parse().ok()
-    })
+    text.lines().find_map(|line| field_addr(line, "listen"))
+}
+
+fn field_addr(line: &str, field: &str) -> Option<SocketAddr> {
+    let rest = line.split_once(&format!("\"{field}\":\""))?.1;
+    rest.split('"').next()?.parse().ok()
+}
+
+impl Process {
+    /// The admin port of a `switchboard` process (its latest start), once it
+    /// has reported it.
+    pub async fn admin_addr(&self) -> SocketAddr {
+        let mut addr = None;
+        wait_until("the admin port in the log", || {
+            addr = std::fs::read_to_string(&self.log)
+                .ok()
+                .and_then(|text| text.lines().rev().find_map(|l| field_addr(l, "admin")));
+            let found = addr.is_some();
+            async move { found }
+        })
+        .await;
+        addr.expect("admin address found")
+    }
 }
