@@ -8,7 +8,7 @@
 //!
 //! | close | why |
 //! |---|---|
-//! | 1001 | the server is shutting down: reconnect (to another node) |
+//! | 1001 | the server is shutting down: reconnect (to another node); answered calls carry on |
 //! | 1002 | the client broke the WebSocket protocol |
 //! | 1008 | too slow to read its messages, or sustained rate-limit abuse |
 //! | 1009 | a frame larger than `max_message_bytes` |
@@ -32,7 +32,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use switchboard_proto::{ClientMessage, ErrorCode, OfferId, PeerId, Req, ServerMessage, client};
 use switchboard_room::{
-    Delivery, Outbox, OutboxReceiver, Overflowed, Reply, RoomError, RoomService, RoomSession,
+    Delivery, Goodbye, Outbox, OutboxReceiver, Overflowed, Reply, RoomError, RoomService,
+    RoomSession,
 };
 use switchboard_telemetry::{Origin, TraceContext, metrics, trace};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
@@ -124,8 +125,14 @@ pub(crate) async fn run<R: RoomService>(
             .await;
         tracing::debug!(reason = ?end, "disconnected");
         metrics::connection_closed(end.label());
+        // A client sent away by a draining edge reconnects elsewhere; its
+        // calls carry on. Otherwise its calls end with it.
+        let how = match end {
+            End::Shutdown => Goodbye::Moving,
+            _ => Goodbye::Left,
+        };
         // The close handshake may linger up to a second; clean up meanwhile.
-        tokio::join!(conn.close(end), session.close());
+        tokio::join!(conn.close(end), session.close(how));
     }
     .instrument(span)
     .await

@@ -91,7 +91,11 @@
     pending.clear();
     offers.clear();
     peers.clear();
-    if (call) endCall('disconnected', 'Call ended: lost the signaling connection.', true);
+    // An answered call needs no signaling any more: media flows peer to peer,
+    // so it carries on (a draining server closes with 1001 for exactly this).
+    // Anything not yet answered cannot complete without the server.
+    if (call && !call.answered) endCall('disconnected', 'Call ended: lost the signaling connection.', true);
+    else if (call) { call.signalingLost = true; log('signaling lost; the call carries on peer to peer'); }
     setError('Cannot reach the signaling server — retrying…', 'disconnected');
     const delay = backoffMs;
     backoffMs = Math.min(backoffMs * 2, 5000);
@@ -437,10 +441,12 @@
 
   function hangup() {
     if (!call) { setStatus('No call to hang up.'); return; }
+    const c0 = call;
     const id = call.offerId;
     endCall('local', null);
     setStatus('You hung up.');
-    if (id && S.connected) request({ type: 'hangup', offer_id: id }).catch((e) => log('hangup reply:', e.code));
+    // After a reconnect this page is a new peer: the other side is not told.
+    if (id && S.connected && !c0.signalingLost) request({ type: 'hangup', offer_id: id }).catch((e) => log('hangup reply:', e.code));
   }
 
   // Tears down the current call; message goes to #status (and #error when isError).

@@ -46,6 +46,19 @@ pub trait RoomSession: Send + 'static {
         origin: Origin,
     ) -> impl Future<Output = Result<Reply, RoomError>> + Send;
 
-    /// The peer is gone: withdraw its offers, end its calls, leave its rooms.
-    fn close(self) -> impl Future<Output = ()> + Send;
+    /// The peer is gone: withdraw its pending offers and leave its rooms; end
+    /// its calls too unless it is only [`Goodbye::Moving`].
+    fn close(self, how: Goodbye) -> impl Future<Output = ()> + Send;
+}
+
+/// How a peer's session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// The client left or was disconnected: its calls end too (the other
+    /// party is sent `hangup`).
+    Left,
+    /// Its edge is shutting down and the client will reconnect elsewhere as a
+    /// new peer: its answered calls carry on untouched (media flows peer to
+    /// peer), so draining an edge drops no call.
+    Moving,
 }

@@ -15,7 +15,7 @@ use switchboard_proto::{
 
 use switchboard_telemetry::{Origin, TraceContext, metrics};
 
-use crate::api::RoomSession;
+use crate::api::{Goodbye, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{Event, Topic, offer_visible_to};
@@ -522,12 +522,16 @@ impl<S: Store, B: Bus> Session<S, B> {
     }
 
     /// Clean-up when the peer disconnects; best effort, every step is attempted.
-    async fn disconnect(mut self) {
+    /// A peer that is only [`Goodbye::Moving`] keeps its answered calls.
+    async fn disconnect(mut self, how: Goodbye) {
         self.origin = Origin::default();
         let ids: Vec<(OfferId, RoomId)> = (self.made.iter().chain(&self.answered))
             .map(|(id, room)| (*id, room.clone()))
             .collect();
         for (id, room) in ids {
+            if how == Goodbye::Moving && self.is_call(&id).await {
+                continue;
+            }
             if let Err(err) = self.end(&id, &room, CloseReason::OffererLeft).await {
                 tracing::warn!(peer_id = %self.peer, offer_id = %id, error = %err, "could not end offer on disconnect");
             }
@@ -542,6 +546,15 @@ impl<S: Store, B: Bus> Session<S, B> {
         if let Err(err) = self.room.bus().unsubscribe(&Topic::Peer(self.peer)).await {
             tracing::warn!(peer_id = %self.peer, error = %err, "could not unsubscribe on disconnect");
         }
+    }
+}
+
+impl<S: Store, B: Bus> Session<S, B> {
+    /// Whether `id` is an answered call (not a pending offer). When the store
+    /// cannot tell, it is not: the offer is then withdrawn, as if it were
+    /// pending.
+    async fn is_call(&self, id: &OfferId) -> bool {
+        matches!(self.room.store().offer(id).await, Ok(Some(record)) if !record.is_pending())
     }
 }
 
@@ -576,8 +589,8 @@ impl<S: Store, B: Bus> RoomSession for Session<S, B> {
         }
     }
 
-    async fn close(self) {
-        self.disconnect().await
+    async fn close(self, how: Goodbye) {
+        self.disconnect(how).await
     }
 }
 

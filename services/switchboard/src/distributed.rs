@@ -110,11 +110,15 @@ pub async fn run_edge(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let tasks = TaskTracker::new();
-    let remote = RemoteRooms::connect(rooms, &tasks, shutdown.clone());
+    // The links to the rooms outlive the drain: closing sessions still tell
+    // their replica (so offers are withdrawn and calls handled as they should).
+    let links = CancellationToken::new();
+    let remote = RemoteRooms::connect(rooms, &tasks, links.clone());
     let stop = CancellationToken::new();
     admin.spawn(remote.clone(), &tasks, shutdown.clone(), stop.clone());
     let served = switchboard_edge::serve(listener, remote, config, shutdown.clone()).await;
     shutdown.cancel();
+    links.cancel();
     stop.cancel();
     tasks.close();
     tasks.wait().await;

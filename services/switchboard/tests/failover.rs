@@ -298,3 +298,78 @@ async fn a_client_leaving_while_its_replica_is_down_is_cleaned_up_when_one_retur
         .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_finds_room_replicas_behind_a_host_name() {
+    let dir = harness::process::log_dir("discovery");
+    let redis = harness::process::redis(&dir).await;
+    let room_args = vec!["--redis".to_owned(), format!("redis://{}/", redis.addr)];
+    let replica = harness::process::switchboard(&dir, "room", "room", &room_args).await;
+    // A name, as a Kubernetes headless Service would be given.
+    let by_name = format!("http://localhost:{}", replica.addr.port());
+    let edge_args = vec![
+        "--room".to_owned(),
+        by_name,
+        "--ice-server".into(),
+        "none".into(),
+    ];
+    let edge = harness::process::switchboard(&dir, "edge", "edge", &edge_args).await;
+    let addr = edge.addr;
+    let ready = || async move {
+        let (status, body) = harness::raw::http_get(addr, "/readyz").await;
+        status == 200 && body.contains("room replicas serving")
+    };
+    wait_until("the edge to attach to the room found by name", ready).await;
+    let url = format!("ws://{addr}/ws");
+    let (mut caller, mut callee) = (Client::connect(&url).await, Client::connect(&url).await);
+    let lobby = room("by-name");
+    caller.join(&lobby).await;
+    callee.join(&lobby).await;
+    call(&mut caller, &mut callee, &lobby).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_an_edge_keeps_answered_calls_and_withdraws_pending_offers() {
+    let mut c = Cluster::distributed().await;
+    let lobby = room("drain");
+    let (mut caller, mut callee) = (c.client(A).await, c.client(B).await);
+    caller.join(&lobby).await;
+    callee.join(&lobby).await;
+    let call_id = call(&mut caller, &mut callee, &lobby).await;
+    let pending = caller.offer(&lobby, sdp("pending", 300), None).await;
+    callee
+        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id, .. } if *offer_id == pending))
+        .await;
+
+    let status = c.process(EDGE_A).terminate().await;
+    assert!(status.success(), "edge A drains and exits cleanly");
+    let closed = callee
+        .next_where(
+            |m| matches!(m, ServerMessage::OfferClosed { offer_id, .. } if *offer_id == pending),
+        )
+        .await;
+    assert!(
+        matches!(
+            closed,
+            ServerMessage::OfferClosed {
+                reason: CloseReason::OffererLeft,
+                ..
+            }
+        ),
+        "the pending offer is withdrawn: {closed:?}"
+    );
+    callee
+        .next_where(|m| matches!(m, ServerMessage::PeerLeft { .. }))
+        .await;
+    callee
+        .assert_none("a hangup of the answered call", |m| {
+            matches!(m, ServerMessage::Hangup { .. })
+        })
+        .await;
+    // The call is still there for the callee to end.
+    let ended = callee
+        .request(ClientMessage::Hangup { offer_id: call_id })
+        .await;
+    assert!(matches!(ended, ServerMessage::Ok { .. }), "{ended:?}");
+    c.stop_without(EDGE_A).await;
+}

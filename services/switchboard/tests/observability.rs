@@ -327,3 +327,46 @@ async fn admin_readiness_follows_the_rooms_redis() {
     wait_until("the room to be ready again with Redis back", ready).await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn json_logs_inside_a_request_carry_its_trace_id() {
+    let dir = process::log_dir("trace-logs");
+    // Tracing on, towards a collector that is not there: export fails
+    // quietly, the service is unaffected, and logs still name the trace.
+    let collector = format!("http://127.0.0.1:{}", process::free_port());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+        ("RUST_LOG", "info,switchboard_edge=debug"),
+    ];
+    let args = ["--ice-server".to_owned(), "none".to_owned()];
+    let server = process::switchboard_env(&dir, "standalone", "standalone", &args, &env).await;
+    let mut client = harness::Client::connect(&format!("ws://{}/ws", server.addr)).await;
+    // Refused requests are logged (at debug) inside their request span.
+    client
+        .expect_error(
+            ClientMessage::Hangup {
+                offer_id: OfferId::random(),
+            },
+            ErrorCode::OfferNotFound,
+        )
+        .await;
+    let mut line = None;
+    wait_until("the refused request's log line", || {
+        line = std::fs::read_to_string(&server.log).ok().and_then(|log| {
+            log.lines()
+                .find(|l| l.contains("request refused"))
+                .map(str::to_owned)
+        });
+        let found = line.is_some();
+        async move { found }
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(&line.expect("found")).expect("JSON line");
+    let trace_id = line["span"]["trace_id"].as_str().unwrap_or_default();
+    assert!(
+        trace_id.len() == 32 && trace_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "trace_id in {line}"
+    );
+    assert_eq!(line["span"]["type"], "hangup");
+    assert_eq!(line["span"]["peer_id"], client.peer_id.to_string());
+}

@@ -2,6 +2,10 @@
 //!
 //! The edge keeps one `Attach` stream per room replica (a [`Replica`] task that
 //! connects, reconnects with backoff, and watches the replica's gRPC health).
+//! Replicas are discovered: every `--room` URL's host is resolved now and every
+//! few seconds, and each address behind it is a replica. A Kubernetes headless
+//! Service name thus reaches every room pod, and pods that come and go are
+//! attached and let go without restarting the edge.
 //! New sessions are spread round-robin over the replicas that are up and
 //! serving. When a replica's stream breaks, its sessions' requests in flight fail
 //! with `unavailable`, and the sessions move to a live replica: they are opened
@@ -9,9 +13,9 @@
 //! relayed, so their rooms, offers and calls carry on. Nothing here outlives the
 //! sockets it serves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use switchboard_proto::pb::{self, rooms_client::RoomsClient};
@@ -25,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{error, reply_from_pb, state_to_pb};
-use crate::api::{Readiness, RoomService, RoomSession};
+use crate::api::{Goodbye, Readiness, RoomService, RoomSession};
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
 use crate::outbox::Outbox;
@@ -39,6 +43,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each room URL's host is resolved again.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The room service behind one or more replicas. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -48,11 +54,17 @@ pub struct RemoteRooms {
 
 #[derive(Debug)]
 struct Shared {
-    replicas: Vec<Replica>,
+    /// Every replica ever discovered; an index stays valid for the edge's
+    /// life (a replica that disappears is deactivated, never removed).
+    replicas: RwLock<Vec<Arc<Replica>>>,
+    /// The addresses each `--room` URL resolved to last.
+    resolved: Mutex<Vec<BTreeSet<String>>>,
     sessions: Mutex<HashMap<u64, Entry>>,
     next_session: AtomicU64,
     next_call: AtomicU64,
     next_replica: AtomicUsize,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 /// One room replica and the stream to it, when it is up.
@@ -61,6 +73,9 @@ struct Replica {
     url: String,
     link: Mutex<Option<mpsc::Sender<pb::EdgeFrame>>>,
     serving: AtomicBool,
+    /// Set while the replica is wanted (its address is resolved); cancelling
+    /// it lets the replica go.
+    active: Mutex<Option<CancellationToken>>,
 }
 
 /// What the edge knows of one session.
@@ -76,30 +91,26 @@ struct Entry {
     /// The client left while no replica could take its `CloseSession`: the
     /// session is opened on the next live replica only to be closed there, so
     /// its offers are withdrawn and its counterparts told.
-    closing: bool,
+    closing: Option<Goodbye>,
 }
 
 impl RemoteRooms {
-    /// Starts connecting to every replica in `urls` (`http://host:port`); the
-    /// connections live until `shutdown` and are tracked by `tasks`.
+    /// Starts discovering and connecting to the replicas behind `urls`
+    /// (`http://host:port`, the host a name or an address); the connections
+    /// live until `shutdown` and are tracked by `tasks`.
     pub fn connect(urls: Vec<String>, tasks: &TaskTracker, shutdown: CancellationToken) -> Self {
-        let replicas = urls
-            .into_iter()
-            .map(|url| Replica {
-                url,
-                link: Mutex::new(None),
-                serving: AtomicBool::new(false),
-            })
-            .collect();
         let shared = Arc::new(Shared {
-            replicas,
+            replicas: RwLock::default(),
+            resolved: Mutex::new(vec![BTreeSet::new(); urls.len()]),
             sessions: Mutex::default(),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
             next_replica: AtomicUsize::new(0),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
         });
-        for index in 0..shared.replicas.len() {
-            tasks.spawn(Arc::clone(&shared).maintain(index, shutdown.clone()));
+        for (target, url) in urls.into_iter().enumerate() {
+            tasks.spawn(Arc::clone(&shared).discover(target, url));
         }
         Self { shared }
     }
@@ -111,10 +122,101 @@ impl RemoteRooms {
 }
 
 impl Shared {
+    fn replica(&self, index: usize) -> Arc<Replica> {
+        let replicas = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&replicas[index])
+    }
+
+    fn replica_count(&self) -> usize {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Replicas currently wanted (resolved), connected or not.
+    fn wanted_replicas(&self) -> usize {
+        let replicas = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        replicas.iter().filter(|r| r.is_active()).count()
+    }
+
     fn live_replicas(&self) -> usize {
-        (0..self.replicas.len())
+        (0..self.replica_count())
             .filter(|i| self.live(*i).is_some())
             .count()
+    }
+
+    /// Resolves room URL number `target` every [`DISCOVERY_INTERVAL`] until
+    /// shutdown, keeping one replica per address it resolves to. A failed
+    /// lookup keeps the previous addresses (a DNS blip must not drop rooms).
+    async fn discover(self: Arc<Self>, target: usize, url: String) {
+        let authority = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_owned();
+        let mut failing = false;
+        loop {
+            match tokio::net::lookup_host(authority.as_str()).await {
+                Ok(addrs) => {
+                    failing = false;
+                    let urls = addrs.map(|a| format!("http://{a}")).collect();
+                    self.resolved(target, urls);
+                }
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(room = %url, error = %err, "cannot resolve room service; retrying");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Room URL `target` now resolves to `urls`: starts a replica for each new
+    /// address and lets go of those no URL resolves to any more.
+    fn resolved(self: &Arc<Self>, target: usize, urls: BTreeSet<String>) {
+        let wanted: BTreeSet<String> = {
+            let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            if resolved[target] == urls {
+                return;
+            }
+            resolved[target] = urls;
+            resolved.iter().flatten().cloned().collect()
+        };
+        let mut replicas = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        for (index, replica) in replicas.iter().enumerate() {
+            let active = replica.is_active();
+            if active && !wanted.contains(&replica.url) {
+                tracing::info!(replica = %replica.url, "room replica no longer resolved; letting it go");
+                replica.deactivate();
+            } else if !active && wanted.contains(&replica.url) {
+                self.start(index, replica);
+            }
+        }
+        for url in wanted {
+            if replicas.iter().all(|r| r.url != url) {
+                let replica = Arc::new(Replica {
+                    url,
+                    link: Mutex::new(None),
+                    serving: AtomicBool::new(false),
+                    active: Mutex::new(None),
+                });
+                replicas.push(Arc::clone(&replica));
+                self.start(replicas.len() - 1, &replica);
+            }
+        }
+    }
+
+    /// Starts the task that keeps replica `index` attached while it is wanted.
+    fn start(self: &Arc<Self>, index: usize, replica: &Replica) {
+        tracing::info!(replica = %replica.url, "room replica discovered");
+        let stop = self.shutdown.child_token();
+        *replica.active.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop.clone());
+        self.tasks.spawn(Arc::clone(self).maintain(index, stop));
     }
 
     /// Updates the replicas-serving gauge.
@@ -128,7 +230,7 @@ impl Shared {
 
     /// The stream to replica `index`, if it is up and serving.
     fn live(&self, index: usize) -> Option<mpsc::Sender<pb::EdgeFrame>> {
-        let replica = &self.replicas[index];
+        let replica = self.replica(index);
         if !replica.serving.load(Ordering::Relaxed) {
             return None;
         }
@@ -141,21 +243,25 @@ impl Shared {
 
     /// The next live replica, round-robin.
     fn pick(&self) -> Option<(usize, mpsc::Sender<pb::EdgeFrame>)> {
-        let n = self.replicas.len();
+        let n = self.replica_count();
+        if n == 0 {
+            return None;
+        }
         let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|i| (start + i) % n)
             .find_map(|i| self.live(i).map(|tx| (i, tx)))
     }
 
-    /// Keeps the stream to one replica up until `shutdown`.
+    /// Keeps the stream to one replica up until `shutdown` (the edge's, or the
+    /// replica's own when it is no longer resolved).
     async fn maintain(self: Arc<Self>, index: usize, shutdown: CancellationToken) {
         let mut backoff = MIN_BACKOFF;
         loop {
             match self.attach(index, &shutdown).await {
                 Ok(()) => backoff = MIN_BACKOFF,
                 Err(err) => {
-                    tracing::warn!(replica = %self.replicas[index].url, error = %err, retry_in = ?backoff, "room replica unreachable")
+                    tracing::warn!(replica = %self.replica(index).url, error = %err, retry_in = ?backoff, "room replica unreachable")
                 }
             }
             self.lose(index);
@@ -177,7 +283,7 @@ impl Shared {
         index: usize,
         shutdown: &CancellationToken,
     ) -> Result<(), tonic::Status> {
-        let replica = &self.replicas[index];
+        let replica = self.replica(index);
         let endpoint = Endpoint::from_shared(replica.url.clone())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -263,7 +369,8 @@ impl Shared {
     /// waiting for a replica are adopted as soon as it serves.
     async fn watch_health(&self, index: usize, channel: Channel, shutdown: &CancellationToken) {
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        let serving = &self.replicas[index].serving;
+        let replica = self.replica(index);
+        let serving = &replica.serving;
         loop {
             let request = tonic_health::pb::HealthCheckRequest {
                 service: super::SERVICE_NAME.into(),
@@ -278,7 +385,7 @@ impl Shared {
             };
             if serving.swap(up, Ordering::Relaxed) != up {
                 self.report_serving();
-                tracing::info!(replica = %self.replicas[index].url, serving = up, "room replica health changed");
+                tracing::info!(replica = %replica.url, serving = up, "room replica health changed");
                 if up {
                     self.adopt_waiting();
                 }
@@ -293,7 +400,7 @@ impl Shared {
     /// Replica `index` is gone: fail its requests in flight and move its
     /// sessions to live replicas.
     fn lose(&self, index: usize) {
-        let replica = &self.replicas[index];
+        let replica = self.replica(index);
         replica.serving.store(false, Ordering::Relaxed);
         let was_up = replica
             .link
@@ -340,12 +447,31 @@ impl Shared {
                 continue;
             }
             entry.replica = Some(index);
-            if entry.closing && tx.try_send(close_frame(*id)).is_ok() {
+            let closed_there = entry
+                .closing
+                .is_some_and(|how| tx.try_send(close_frame(*id, how)).is_ok());
+            if closed_there {
                 closed.push(*id);
             }
         }
         for id in closed {
             sessions.remove(&id);
+        }
+    }
+}
+
+impl Replica {
+    fn is_active(&self) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Stops wanting this replica: its task ends and its sessions move.
+    fn deactivate(&self) {
+        if let Some(stop) = self.active.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            stop.cancel();
         }
     }
 }
@@ -360,9 +486,12 @@ fn open_frame(session: u64, peer: PeerId, state: &SessionState) -> pb::EdgeFrame
     }
 }
 
-fn close_frame(session: u64) -> pb::EdgeFrame {
+fn close_frame(session: u64, how: Goodbye) -> pb::EdgeFrame {
     pb::EdgeFrame {
-        frame: Some(pb::edge_frame::Frame::Close(pb::CloseSession { session })),
+        frame: Some(pb::edge_frame::Frame::Close(pb::CloseSession {
+            session,
+            keep_calls: how == Goodbye::Moving,
+        })),
     }
 }
 
@@ -390,7 +519,7 @@ impl RoomService for RemoteRooms {
             ready: live > 0,
             detail: format!(
                 "{live} of {} room replicas serving",
-                self.shared.replicas.len()
+                self.shared.wanted_replicas()
             ),
         }
     }
@@ -412,7 +541,7 @@ impl RemoteRooms {
             replica: Some(index),
             opening: Some(opened_tx),
             calls: HashMap::new(),
-            closing: false,
+            closing: None,
         };
         shared.sessions().insert(id, entry);
         let session = RemoteSession {
@@ -436,7 +565,7 @@ impl RemoteRooms {
             Err(err) => {
                 // Forget the session here and, if the replica opened it after
                 // all, there too: nothing may outlive the socket that asked.
-                session.close().await;
+                session.close(Goodbye::Left).await;
                 Err(err)
             }
         }
@@ -452,9 +581,9 @@ impl RoomSession for RemoteSession {
         result
     }
 
-    async fn close(self) {
+    async fn close(self, how: Goodbye) {
         let started = Instant::now();
-        self.send_close().await;
+        self.send_close(how).await;
         metrics::grpc_request(Side::Client, "close", "ok", started.elapsed());
     }
 }
@@ -475,7 +604,9 @@ impl RemoteSession {
             let index = entry
                 .replica
                 .ok_or_else(|| RoomError::unavailable("no room replica is available"))?;
-            let tx = self.shared.replicas[index]
+            let tx = self
+                .shared
+                .replica(index)
                 .link
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -512,14 +643,15 @@ impl RemoteSession {
     }
 
     /// Tells the replica the client is gone (or, without one, the next replica).
-    async fn send_close(self) {
+    async fn send_close(self, how: Goodbye) {
         let tx = {
             let mut sessions = self.shared.sessions();
             let Some(entry) = sessions.get_mut(&self.id) else {
                 return;
             };
             let link = entry.replica.and_then(|index| {
-                let link = self.shared.replicas[index].link.lock();
+                let replica = self.shared.replica(index);
+                let link = replica.link.lock();
                 link.unwrap_or_else(|p| p.into_inner()).clone()
             });
             match link {
@@ -529,12 +661,76 @@ impl RemoteSession {
                 }
                 None => {
                     // No replica to tell now: the next one that comes up will.
-                    entry.closing = true;
+                    entry.closing = Some(how);
                     entry.replica = None;
                     return;
                 }
             }
         };
-        let _ = tx.send(close_frame(self.id)).await;
+        let _ = tx.send(close_frame(self.id, how)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(targets: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            replicas: RwLock::default(),
+            resolved: Mutex::new(vec![BTreeSet::new(); targets]),
+            sessions: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            next_call: AtomicU64::new(1),
+            next_replica: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn urls(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|u| (*u).to_owned()).collect()
+    }
+
+    fn active(shared: &Shared) -> Vec<(String, bool)> {
+        let replicas = shared.replicas.read().expect("lock");
+        replicas
+            .iter()
+            .map(|r| (r.url.clone(), r.is_active()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn resolved_addresses_come_and_go_as_replicas() {
+        // Nothing listens on these ports: the replicas are wanted but down.
+        let (a, b) = ("http://127.0.0.1:7", "http://127.0.0.1:9");
+        let shared = shared(2);
+        shared.resolved(0, urls(&[a, b]));
+        assert_eq!(shared.wanted_replicas(), 2);
+
+        shared.resolved(0, urls(&[b]));
+        assert_eq!(
+            active(&shared),
+            [(a.to_owned(), false), (b.to_owned(), true)],
+            "the address no longer resolved is let go, the other kept"
+        );
+
+        shared.resolved(1, urls(&[a]));
+        assert_eq!(
+            active(&shared),
+            [(a.to_owned(), true), (b.to_owned(), true)],
+            "an address coming back reuses its replica"
+        );
+
+        shared.resolved(0, urls(&[]));
+        assert_eq!(
+            active(&shared),
+            [(a.to_owned(), true), (b.to_owned(), false)],
+            "another URL still resolving to an address keeps it"
+        );
+        assert_eq!(shared.live_replicas(), 0);
+        shared.shutdown.cancel();
+        shared.tasks.close();
+        shared.tasks.wait().await;
     }
 }

@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{failure, reply_to_pb, state_from_pb};
-use crate::api::RoomSession;
+use crate::api::{Goodbye, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
@@ -168,7 +168,7 @@ struct Slot<S, B> {
 enum Work {
     Open(PeerId, SessionState, Instant),
     Request(Call),
-    Close,
+    Close(Goodbye),
     Detach,
 }
 
@@ -257,7 +257,11 @@ impl<S: Store, B: Bus> Link<S, B> {
                 }
             }
             Some(Frame::Close(close)) => {
-                self.enqueue(close.session, Work::Close);
+                let how = match close.keep_calls {
+                    true => Goodbye::Moving,
+                    false => Goodbye::Left,
+                };
+                self.enqueue(close.session, Work::Close(how));
             }
             None => {}
         }
@@ -325,15 +329,15 @@ impl<S: Store, B: Bus> Link<S, B> {
                     }
                     self.send(reply(id, call_id, result)).await;
                 }
-                Work::Close | Work::Detach => {
+                Work::Close(_) | Work::Detach => {
                     let started = Instant::now();
                     if let Some(session) = session.take() {
                         match next {
-                            Work::Close => session.close().await,
+                            Work::Close(how) => session.close(how).await,
                             _ => session.detach().await,
                         }
                     }
-                    if matches!(next, Work::Close) {
+                    if matches!(next, Work::Close(_)) {
                         metrics::grpc_request(Side::Server, "close", "ok", started.elapsed());
                     }
                     self.slots().remove(&id);

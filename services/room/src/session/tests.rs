@@ -9,7 +9,7 @@ use switchboard_proto::{
 
 use switchboard_telemetry::Origin;
 
-use crate::api::{RoomService, RoomSession};
+use crate::api::{Goodbye, RoomService, RoomSession};
 use crate::bus::memory::MemoryBus;
 use crate::config::RoomConfig;
 use crate::error::RoomError;
@@ -298,7 +298,7 @@ async fn disconnect_withdraws_pending_offers_and_hangs_up_calls() {
     let pending = caller.offer(&lobby()).await;
     callee.events();
     let caller_id = caller.id();
-    caller.session.close().await;
+    caller.session.close(Goodbye::Left).await;
     let events = callee.events();
     assert!(
         events.contains(&ServerMessage::Hangup {
@@ -313,6 +313,43 @@ async fn disconnect_withdraws_pending_offers_and_hangs_up_calls() {
         peer_id: caller_id
     }));
     assert_eq!(room.hub().peer_count(), 1);
+}
+
+#[tokio::test]
+async fn a_peer_moving_off_a_draining_edge_keeps_its_calls_but_withdraws_its_offers() {
+    let room = Room::in_memory(RoomConfig::default());
+    let (mut caller, mut callee) = (Peer::connect(&room).await, Peer::connect(&room).await);
+    caller.join(&lobby()).await;
+    callee.join(&lobby()).await;
+    let call = caller.offer(&lobby()).await;
+    callee
+        .send(ClientMessage::Answer {
+            offer_id: call,
+            sdp: sdp(),
+        })
+        .await
+        .expect("answer");
+    let pending = caller.offer(&lobby()).await;
+    callee.events();
+    let caller_id = caller.id();
+    caller.session.close(Goodbye::Moving).await;
+    let events = callee.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ServerMessage::Hangup { .. })),
+        "the call carries on: {events:?}"
+    );
+    assert_eq!(closed(&events), vec![(pending, CloseReason::OffererLeft)]);
+    assert!(events.contains(&ServerMessage::PeerLeft {
+        room: lobby(),
+        peer_id: caller_id
+    }));
+    // The callee can still end the call (its counterpart is simply gone).
+    callee
+        .send(ClientMessage::Hangup { offer_id: call })
+        .await
+        .expect("hangup");
 }
 
 #[tokio::test(start_paused = true)]

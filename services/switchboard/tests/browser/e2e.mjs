@@ -9,6 +9,9 @@
 //   4. edge down (distributed cluster): edge A is SIGKILLed under a page, which must say
 //                   "Cannot reach the signaling server"; edge A restarts on the same port
 //                   and the page must reconnect by itself.
+//   5. edge drain (distributed cluster): edge A is drained (SIGTERM) under the caller of
+//                   a live call; the call carries on (media keeps flowing both ways, nobody
+//                   hangs up) and the caller reconnects when edge A is back.
 //
 // Usage (from the repository root):
 //   cargo build && npm ci --prefix services/switchboard/tests/browser && \
@@ -486,6 +489,58 @@ function edgeDownPhase(c, cl) {
   });
 }
 
+// Growth of a page's inbound video (at least 20 kB within ~1-10 s), or throws.
+async function videoFlows(page) {
+  const b0 = await inboundVideoBytes(page);
+  if (b0 < 0) throw new Error('no open RTCPeerConnection captured');
+  const t0 = Date.now();
+  let b1 = b0;
+  while (Date.now() - t0 < 1000 || b1 < b0 + 20_000) {
+    if (Date.now() > t0 + 10_000) throw new Error(`bytesReceived ${b0} -> ${b1} in ${Date.now() - t0} ms`);
+    await sleep(250);
+    b1 = await inboundVideoBytes(page);
+  }
+  return `${b0} -> ${b1} bytes`;
+}
+
+// An upgrade: the edge under a call's caller is drained (SIGTERM) and comes
+// back. The call must carry on: media flows peer to peer, nobody hangs up.
+function edgeDrainPhase(c, cl) {
+  return withBrowsers(2, 'edge-drain', async (bA, bB) => {
+    const room = 'e2e-edge-drain';
+    const caller = await openPage(bA, 'drain-caller', `${cl.edgeA.url}/?room=${room}&autocall=1`);
+    await waitPage(caller, 'caller offerId', () => !!window.switchboard.offerId);
+    const callee = await openPage(bB, 'drain-callee', `${cl.edgeB.url}/?room=${room}&autoanswer=1`);
+    const sides = [['caller', caller], ['callee', callee]];
+    await c.check('a call from edge A to edge B is up (ICE connected both sides)', async () => {
+      for (const [who, p] of sides) {
+        await waitPage(p, `${who} ICE`, () => ['connected', 'completed'].includes(window.switchboard.iceConnectionState));
+      }
+      return `offerId=${(await state(caller)).offerId}`;
+    });
+    await cl.edgeA.stop();
+    await c.check('edge A drained (SIGTERM, 1001): the caller lost signaling, the call carries on', async () => {
+      await waitPage(caller, 'caller disconnected', () => !window.switchboard.connected);
+      const flows = [];
+      for (const [who, p] of sides) flows.push(`${who} ${await videoFlows(p)}`);
+      for (const [who, p] of sides) {
+        const s = await state(p);
+        if (s.callEnded || !['connected', 'completed'].includes(s.ice)) throw new Error(`${who}: ${JSON.stringify(s)}`);
+      }
+      return flows.join('; ');
+    });
+    await cl.edgeA.start();
+    await c.check('edge A back: the caller reconnects and the call is still up', async () => {
+      await waitPage(caller, 'caller reconnected', () => window.switchboard.connected && window.switchboard.joined);
+      const flows = [];
+      for (const [who, p] of sides) flows.push(`${who} ${await videoFlows(p)}`);
+      const s = await state(callee);
+      if (s.callEnded) throw new Error(`callee: ${JSON.stringify(s)}`);
+      return flows.join('; ');
+    });
+  });
+}
+
 async function main() {
   for (const [what, file] of [['SWITCHBOARD_BIN', BIN], ['CHROMIUM', CHROMIUM]]) {
     if (!fs.existsSync(file)) throw new Error(`${what} ${file} does not exist (build with cargo build / install chromium)`);
@@ -501,6 +556,7 @@ async function main() {
     if (cluster) {
       await phase('answer race', (c) => racePhase(c, cluster));
       await phase('edge down', (c) => edgeDownPhase(c, cluster));
+      await phase('edge drain', (c) => edgeDrainPhase(c, cluster));
     }
   } finally {
     await stopCluster(cluster);

@@ -82,6 +82,16 @@ impl Drop for Process {
 }
 
 async fn spawn(program: &Path, args: &[String], log: &Path, addr: SocketAddr) -> Process {
+    spawn_env(program, args, log, addr, &[]).await
+}
+
+async fn spawn_env(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    addr: SocketAddr,
+    env: &[(&str, &str)],
+) -> Process {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -89,6 +99,7 @@ async fn spawn(program: &Path, args: &[String], log: &Path, addr: SocketAddr) ->
         .expect("log file");
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
         .stderr(file)
@@ -211,6 +222,17 @@ pub async fn prometheus(dir: &Path, config: &str) -> Process {
 /// `switchboard ROLE ARGS…` listening on `127.0.0.1:0`; returns once it
 /// listens, with the address it reported in its (JSON) log.
 pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) -> Process {
+    switchboard_env(dir, name, role, args, &[]).await
+}
+
+/// [`switchboard`] with extra environment variables.
+pub async fn switchboard_env(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Process {
     let mut full = vec![
         role.to_owned(),
         "--listen".into(),
@@ -224,7 +246,7 @@ pub async fn switchboard(dir: &Path, name: &str, role: &str, args: &[String]) ->
     let program = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
     let log = dir.join(format!("{name}.log"));
     let unknown: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let mut process = spawn(&program, &full, &log, unknown).await;
+    let mut process = spawn_env(&program, &full, &log, unknown, env).await;
     let mut addr = None;
     wait_until(&format!("{name} to report its address"), || {
         addr = listen_addr(&log);
