@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The published benchmark: builds release, runs the loadtest scenarios against
-# the standalone server and against the local cluster (Redis + 2 room replicas
+# the standalone server and against the local cluster (Redis + 1 room replica
 # + 2 edges, deploy/local/cluster.sh), writes loadtest/results/REPORT.md, and
 # stops everything it started. Usage: loadtest/bench.sh   (DURATION=10s IDLE=10000)
 set -euo pipefail
@@ -67,7 +67,7 @@ run "standalone idle $IDLE" --edge "$ws" --idle "$IDLE" --hold 5s --pid "$standa
 kill -TERM "$standalone_pid"; wait "$standalone_pid" 2>/dev/null || true; standalone_pid=
 
 # --- distributed --------------------------------------------------------------
-EDGE_ARGS="--ice-server none --max-messages-per-sec 0" deploy/local/cluster.sh start >&2
+ROOM_PORTS=15061 EDGE_ARGS="--ice-server none --max-messages-per-sec 0" deploy/local/cluster.sh start >&2
 pids=()
 for f in target/local-cluster/*.pid; do pids+=(--pid "$(cat "$f")"); done
 edges=(--edge ws://127.0.0.1:18081/ws --edge ws://127.0.0.1:18082/ws)
