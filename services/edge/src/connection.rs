@@ -328,12 +328,12 @@ impl Connection {
 
     /// Writes an event from the room: measured from when its client frame
     /// arrived at an edge, and traced as part of its call.
-    async fn deliver(&mut self, delivery: Delivery) -> Result<(), End> {
-        let Delivery { msg, origin } = delivery;
+    async fn deliver(&mut self, delivery: Arc<Delivery>) -> Result<(), End> {
+        let Delivery { msg, origin } = &*delivery;
         if origin.trace.is_empty() {
-            self.send(&msg).await?;
+            self.send(msg).await?;
         } else {
-            if let Some(offer_id) = event_offer(&msg) {
+            if let Some(offer_id) = event_offer(msg) {
                 self.calls.remember(*offer_id, &origin.trace);
             }
             let span = tracing::info_span!(
@@ -342,12 +342,12 @@ impl Connection {
                 otel.name = "ws.deliver",
                 r#type = msg.kind(),
                 peer_id = %self.peer,
-                offer_id = event_offer(&msg).map(|id| id.to_string()),
+                offer_id = event_offer(msg).map(|id| id.to_string()),
                 trace_id = tracing::field::Empty,
             );
             origin.trace.continue_in(&span);
             trace::record_trace_id(&span);
-            self.send(&msg).instrument(span).await?;
+            self.send(msg).instrument(span).await?;
         }
         if let Some(elapsed) = origin.elapsed() {
             metrics::relay_latency(msg.kind(), elapsed);

@@ -12,7 +12,7 @@ use switchboard_proto::{PeerId, RoomId, ServerMessage};
 use switchboard_telemetry::Origin;
 
 use crate::event::{Event, Topic};
-use crate::outbox::Outbox;
+use crate::outbox::{Delivery, Outbox};
 
 /// Local peers and room memberships.
 #[derive(Debug, Default)]
@@ -84,7 +84,7 @@ impl Hub {
     /// Queues a message for one local peer directly (not through the bus).
     pub(crate) fn deliver(&self, peer: &PeerId, msg: ServerMessage, origin: &Origin) {
         if let Some((_, outbox)) = self.read().peers.get(peer) {
-            outbox.push(Arc::new(msg), origin);
+            outbox.push(Delivery::new(msg, origin.clone()));
         }
     }
 
@@ -99,7 +99,7 @@ impl Hub {
         match topic {
             Topic::Peer(peer) => {
                 if let Some((_, outbox)) = state.peers.get(peer) {
-                    outbox.push(Arc::new(event.to_message()), origin);
+                    outbox.push(Delivery::new(event.to_message(), origin.clone()));
                 }
             }
             Topic::Room(room) => {
@@ -109,8 +109,10 @@ impl Hub {
                 let mut message = None;
                 for member in members.iter().filter(|m| event.visible_to(m)) {
                     if let Some((_, outbox)) = state.peers.get(member) {
-                        let msg = message.get_or_insert_with(|| Arc::new(event.to_message()));
-                        outbox.push(Arc::clone(msg), origin);
+                        let delivery = message.get_or_insert_with(|| {
+                            Delivery::new(event.to_message(), origin.clone())
+                        });
+                        outbox.push(Arc::clone(delivery));
                     }
                 }
             }

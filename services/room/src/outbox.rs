@@ -20,14 +20,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Something that takes a peer's messages without waiting.
 pub trait Deliver: Send + Sync + fmt::Debug + 'static {
-    fn deliver(&self, msg: Arc<ServerMessage>, origin: &Origin);
+    fn deliver(&self, delivery: Arc<Delivery>);
 }
 
-/// One message for a peer, with where it came from.
+/// One message for a peer, with where it came from. Shared (`Arc`) by every
+/// local member a room event goes to, and one pointer wide in each queue
+/// (a queue allocates its first block of slots up front, per connection).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
-    pub msg: Arc<ServerMessage>,
+    pub msg: ServerMessage,
     pub origin: Origin,
+}
+
+impl Delivery {
+    pub fn new(msg: ServerMessage, origin: Origin) -> Arc<Self> {
+        Arc::new(Self { msg, origin })
+    }
 }
 
 /// The sending side, held by the hub for one connected peer.
@@ -37,7 +45,7 @@ pub struct Outbox(Arc<dyn Deliver>);
 /// The receiving side of a local queue, owned by the peer's session task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<Arc<Delivery>>,
     overflow: CancellationToken,
 }
 
@@ -48,16 +56,12 @@ pub struct Overflowed;
 
 #[derive(Debug)]
 struct Queue {
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Arc<Delivery>>,
     overflow: CancellationToken,
 }
 
 impl Deliver for Queue {
-    fn deliver(&self, msg: Arc<ServerMessage>, origin: &Origin) {
-        let delivery = Delivery {
-            msg,
-            origin: origin.clone(),
-        };
+    fn deliver(&self, delivery: Arc<Delivery>) {
         match self.tx.try_send(delivery) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
@@ -89,15 +93,15 @@ impl Outbox {
     }
 
     /// Hands `msg` over; never waits.
-    pub fn push(&self, msg: Arc<ServerMessage>, origin: &Origin) {
-        self.0.deliver(msg, origin)
+    pub fn push(&self, delivery: Arc<Delivery>) {
+        self.0.deliver(delivery)
     }
 }
 
 impl OutboxReceiver {
     /// The next queued message, or [`Overflowed`] as soon as a push found the
     /// queue full. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<Delivery, Overflowed> {
+    pub async fn recv(&mut self) -> Result<Arc<Delivery>, Overflowed> {
         tokio::select! {
             biased;
             _ = self.overflow.cancelled() => Err(Overflowed),
@@ -114,18 +118,17 @@ impl OutboxReceiver {
 mod tests {
     use super::*;
 
-    fn pong() -> Arc<ServerMessage> {
-        Arc::new(ServerMessage::Pong { req: None })
+    fn pong() -> Arc<Delivery> {
+        Delivery::new(ServerMessage::Pong { req: None }, Origin::default())
     }
 
     #[tokio::test]
     async fn a_full_queue_flags_overflow_instead_of_growing() {
         let (outbox, mut rx) = Outbox::channel(2);
-        let origin = Origin::default();
-        outbox.push(pong(), &origin);
-        outbox.push(pong(), &origin);
+        outbox.push(pong());
+        outbox.push(pong());
         assert!(!rx.overflow.is_cancelled());
-        outbox.push(pong(), &origin);
+        outbox.push(pong());
         assert!(rx.overflow.is_cancelled());
         assert_eq!(
             rx.recv().await,

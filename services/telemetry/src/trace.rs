@@ -212,13 +212,18 @@ impl Extractor for TraceContext {
 /// The span of one client request, at the edge or in the room: named
 /// `otel_name` in traces, with the request's type, peer, and its room or offer
 /// (never SDPs or candidates). A root in `tracing`'s tree; continue a received
-/// context with [`TraceContext::continue_in`].
+/// context with [`TraceContext::continue_in`]. While tracing is off there is
+/// no span at all (request handling is the hot path; the connection's own
+/// span still names the peer in logs).
 pub fn request_span(
     otel_name: &'static str,
     otel_kind: &'static str,
     peer: &PeerId,
     msg: &ClientMessage,
 ) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         parent: None,
         "request",

@@ -152,12 +152,15 @@ impl RedisBus {
             return;
         };
         let origin = origin_from_pb(event.origin.take());
-        let span = tracing::info_span!(
-            parent: None,
-            "bus.receive",
-            otel.kind = "consumer",
-            trace_id = tracing::field::Empty
-        );
+        let span = match origin.trace.is_empty() {
+            true => tracing::Span::none(),
+            false => tracing::info_span!(
+                parent: None,
+                "bus.receive",
+                otel.kind = "consumer",
+                trace_id = tracing::field::Empty
+            ),
+        };
         origin.trace.continue_in(&span);
         trace::record_trace_id(&span);
         let _entered = span.enter();

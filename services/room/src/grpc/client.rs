@@ -32,7 +32,7 @@ use super::convert::{error, reply_from_pb, state_to_pb};
 use crate::api::{Goodbye, Readiness, RoomService, RoomSession};
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
-use crate::outbox::Outbox;
+use crate::outbox::{Delivery, Outbox};
 use crate::session::{Reply, SessionState};
 
 /// How long one request may wait for its reply.
@@ -357,7 +357,7 @@ impl Shared {
                 match event.body.map(ServerMessage::try_from) {
                     Some(Ok(msg)) => entry
                         .outbox
-                        .push(Arc::new(msg), &origin_from_pb(event.origin)),
+                        .push(Delivery::new(msg, origin_from_pb(event.origin))),
                     other => tracing::warn!(?other, "invalid event from room replica dropped"),
                 }
             }

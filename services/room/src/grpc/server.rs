@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use switchboard_proto::error::FieldError;
 use switchboard_proto::pb::{self, convert, rooms_server};
-use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
+use switchboard_proto::{ClientMessage, PeerId};
 use switchboard_telemetry::metrics::{self, Side};
 use switchboard_telemetry::{Origin, trace};
 use tokio::net::TcpListener;
@@ -38,7 +38,7 @@ use crate::api::{Goodbye, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
-use crate::outbox::{Deliver, Outbox};
+use crate::outbox::{Deliver, Delivery, Outbox};
 use crate::room::Room;
 use crate::session::{Session, SessionState};
 use crate::store::Store;
@@ -413,12 +413,14 @@ struct StreamOutbox {
 }
 
 impl Deliver for StreamOutbox {
-    fn deliver(&self, msg: Arc<ServerMessage>, origin: &Origin) {
-        let Some(body) = msg.to_event() else { return };
+    fn deliver(&self, delivery: Arc<Delivery>) {
+        let Some(body) = delivery.msg.to_event() else {
+            return;
+        };
         let frame = pb::room_frame::Frame::Event(pb::Event {
             session: self.session,
             body: Some(body),
-            origin: Some(origin_to_pb(origin)),
+            origin: Some(origin_to_pb(&delivery.origin)),
         });
         match self.tx.try_send(Ok(pb::RoomFrame { frame: Some(frame) })) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}

@@ -65,7 +65,7 @@ impl Peer {
     fn events(&mut self) -> Vec<ServerMessage> {
         let mut out = Vec::new();
         while let Some(Ok(delivery)) = futures_now(self.events.recv()) {
-            out.push((*delivery.msg).clone());
+            out.push(delivery.msg.clone());
         }
         out
     }
@@ -190,7 +190,7 @@ async fn the_expiry_task_sweeps_on_its_own() {
         .expect("expiry notice within a sweep of the TTL")
         .expect("not overflowed");
     assert!(
-        matches!(*event.msg, ServerMessage::OfferClosed { offer_id: id, reason: CloseReason::Expired, .. } if id == offer_id)
+        matches!(event.msg, ServerMessage::OfferClosed { offer_id: id, reason: CloseReason::Expired, .. } if id == offer_id)
     );
     shutdown.cancel();
     sweeper.await.expect("sweeper stops");
