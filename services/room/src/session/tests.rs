@@ -281,8 +281,10 @@ async fn only_the_first_answer_wins() {
     assert_eq!((wins, taken), (1, 7));
 }
 
-#[tokio::test]
-async fn disconnect_withdraws_pending_offers_and_hangs_up_calls() {
+/// A caller with an answered call (to the callee) and another pending offer,
+/// both in the lobby; the callee's events read.
+async fn answered_call_and_pending_offer()
+-> (Room<MemoryStore, MemoryBus>, Peer, Peer, OfferId, OfferId) {
     let room = Room::in_memory(RoomConfig::default());
     let (mut caller, mut callee) = (Peer::connect(&room).await, Peer::connect(&room).await);
     caller.join(&lobby()).await;
@@ -297,6 +299,12 @@ async fn disconnect_withdraws_pending_offers_and_hangs_up_calls() {
         .expect("answer");
     let pending = caller.offer(&lobby()).await;
     callee.events();
+    (room, caller, callee, call, pending)
+}
+
+#[tokio::test]
+async fn disconnect_withdraws_pending_offers_and_hangs_up_calls() {
+    let (room, caller, mut callee, call, pending) = answered_call_and_pending_offer().await;
     let caller_id = caller.id();
     caller.session.close(Goodbye::Left).await;
     let events = callee.events();
@@ -317,20 +325,7 @@ async fn disconnect_withdraws_pending_offers_and_hangs_up_calls() {
 
 #[tokio::test]
 async fn a_peer_moving_off_a_draining_edge_keeps_its_calls_but_withdraws_its_offers() {
-    let room = Room::in_memory(RoomConfig::default());
-    let (mut caller, mut callee) = (Peer::connect(&room).await, Peer::connect(&room).await);
-    caller.join(&lobby()).await;
-    callee.join(&lobby()).await;
-    let call = caller.offer(&lobby()).await;
-    callee
-        .send(ClientMessage::Answer {
-            offer_id: call,
-            sdp: sdp(),
-        })
-        .await
-        .expect("answer");
-    let pending = caller.offer(&lobby()).await;
-    callee.events();
+    let (_room, caller, mut callee, call, pending) = answered_call_and_pending_offer().await;
     let caller_id = caller.id();
     caller.session.close(Goodbye::Moving).await;
     let events = callee.events();

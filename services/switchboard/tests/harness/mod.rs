@@ -44,3 +44,37 @@ pub fn candidate(n: u32) -> switchboard_proto::Candidate {
 pub fn room(name: &str) -> switchboard_proto::RoomId {
     name.parse().expect("valid room name")
 }
+
+/// One complete call between two connected clients: the caller joins, offers
+/// and buffers a candidate; the callee joins after that, answers; candidates
+/// both ways; the caller hangs up. Returns the offer id.
+pub async fn full_call(
+    caller: &mut Client,
+    callee: &mut Client,
+    room: &switchboard_proto::RoomId,
+) -> switchboard_proto::OfferId {
+    use switchboard_proto::{ClientMessage, ServerMessage};
+    caller.join(room).await;
+    let offer_id = caller.offer(room, sdp("caller", 300), None).await;
+    caller.candidate(offer_id, candidate(1)).await;
+    let listed = callee.join(room).await;
+    assert!(listed.iter().any(|o| o.offer_id == offer_id));
+    let answered = callee.answer(offer_id, sdp("callee", 300)).await;
+    assert!(matches!(answered, ServerMessage::Answered { .. }));
+    caller
+        .next_where(|m| matches!(m, ServerMessage::Answer { .. }))
+        .await;
+    callee.candidate(offer_id, candidate(2)).await;
+    caller
+        .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
+        .await;
+    caller.candidate(offer_id, candidate(3)).await;
+    callee
+        .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
+        .await;
+    caller.request(ClientMessage::Hangup { offer_id }).await;
+    callee
+        .next_where(|m| matches!(m, ServerMessage::Hangup { .. }))
+        .await;
+    offer_id
+}
