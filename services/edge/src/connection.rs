@@ -313,14 +313,12 @@ impl Connection {
                 }
             }
             Err(err) => {
-                let _entered = span.enter();
-                match &err {
+                span.in_scope(|| match &err {
                     RoomError::Unavailable(cause) => {
                         tracing::warn!(error = %cause, "request failed")
                     }
                     _ => tracing::debug!(code = %err.code(), "request refused"),
-                }
-                drop(_entered);
+                });
                 self.send_error(req, err.code(), err.to_string()).await
             }
         }
@@ -330,25 +328,28 @@ impl Connection {
     /// arrived at an edge, and traced as part of its call.
     async fn deliver(&mut self, delivery: Arc<Delivery>) -> Result<(), End> {
         let Delivery { msg, origin } = &*delivery;
-        if origin.trace.is_empty() {
-            self.send(msg).await?;
-        } else {
-            if let Some(offer_id) = event_offer(msg) {
-                self.calls.remember(*offer_id, &origin.trace);
+        let span = match origin.trace.is_empty() {
+            true => tracing::Span::none(),
+            false => {
+                let offer_id = event_offer(msg);
+                if let Some(offer_id) = offer_id {
+                    self.calls.remember(*offer_id, &origin.trace);
+                }
+                let span = tracing::info_span!(
+                    parent: None,
+                    "deliver",
+                    otel.name = "ws.deliver",
+                    r#type = msg.kind(),
+                    peer_id = %self.peer,
+                    offer_id = offer_id.map(|id| id.to_string()),
+                    trace_id = tracing::field::Empty,
+                );
+                origin.trace.continue_in(&span);
+                trace::record_trace_id(&span);
+                span
             }
-            let span = tracing::info_span!(
-                parent: None,
-                "deliver",
-                otel.name = "ws.deliver",
-                r#type = msg.kind(),
-                peer_id = %self.peer,
-                offer_id = event_offer(msg).map(|id| id.to_string()),
-                trace_id = tracing::field::Empty,
-            );
-            origin.trace.continue_in(&span);
-            trace::record_trace_id(&span);
-            self.send(msg).instrument(span).await?;
-        }
+        };
+        self.send(msg).instrument(span).await?;
         if let Some(elapsed) = origin.elapsed() {
             metrics::relay_latency(msg.kind(), elapsed);
         }

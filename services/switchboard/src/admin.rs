@@ -25,6 +25,7 @@ use switchboard_telemetry::prometheus::Exporter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often readiness is re-evaluated.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -83,16 +84,16 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, String) {
 }
 
 /// Evaluates `service`'s readiness every second (and at once on `shutdown`,
-/// after which it is "not ready"), publishing it to the returned receiver,
-/// `switchboard_ready` and the logs (on each change). Runs until `stop`.
+/// after which it is "not ready") on `tasks` until `stop`, publishing it to
+/// the returned receiver, `switchboard_ready` and the logs (on each change).
+/// The process's one readiness check: the admin port and, in a room process,
+/// the gRPC health service both follow it.
 pub fn watch_readiness<R: RoomService>(
     service: R,
+    tasks: &TaskTracker,
     shutdown: CancellationToken,
     stop: CancellationToken,
-) -> (
-    watch::Receiver<Readiness>,
-    impl Future<Output = ()> + Send + 'static,
-) {
+) -> watch::Receiver<Readiness> {
     let initial = Readiness {
         ready: false,
         detail: "starting".into(),
@@ -125,7 +126,8 @@ pub fn watch_readiness<R: RoomService>(
             }
         }
     };
-    (rx, task)
+    tasks.spawn(task);
+    rx
 }
 
 /// The admin port of one process, bound at start-up.
@@ -136,17 +138,13 @@ pub struct AdminPort {
 }
 
 impl AdminPort {
-    /// Starts the readiness watcher and the admin server on `tasks`. Both run
-    /// until `stop`; `shutdown` turns readiness off.
-    pub fn spawn<R: RoomService>(
+    /// Starts the admin server on `tasks`, reporting `readiness`, until `stop`.
+    pub fn spawn(
         self,
-        service: R,
-        tasks: &tokio_util::task::TaskTracker,
-        shutdown: CancellationToken,
+        readiness: watch::Receiver<Readiness>,
+        tasks: &TaskTracker,
         stop: CancellationToken,
     ) {
-        let (readiness, watcher) = watch_readiness(service, shutdown, stop.clone());
-        tasks.spawn(watcher);
         tasks.spawn(async move {
             if let Err(err) = serve(self.listener, self.exporter, readiness, stop).await {
                 tracing::error!(error = %err, "admin server failed");

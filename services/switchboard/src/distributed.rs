@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::AdminPort;
+use crate::admin::{AdminPort, watch_readiness};
 
 /// Where the room service keeps its state.
 #[derive(Debug, Clone)]
@@ -90,9 +90,10 @@ async fn serve_room<S: Store, B: Bus>(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let stop = CancellationToken::new();
-    admin.spawn(room.clone(), &tasks, shutdown.clone(), stop.clone());
+    let readiness = watch_readiness(room.clone(), &tasks, shutdown.clone(), stop.clone());
+    admin.spawn(readiness.clone(), &tasks, stop.clone());
     tasks.spawn(room.clone().run_expiry(shutdown.clone()));
-    let served = switchboard_room::grpc::serve(listener, room, shutdown.clone()).await;
+    let served = switchboard_room::grpc::serve(listener, room, readiness, shutdown.clone()).await;
     shutdown.cancel();
     stop.cancel();
     tasks.close();
@@ -115,7 +116,8 @@ pub async fn run_edge(
     let links = CancellationToken::new();
     let remote = RemoteRooms::connect(rooms, &tasks, links.clone());
     let stop = CancellationToken::new();
-    admin.spawn(remote.clone(), &tasks, shutdown.clone(), stop.clone());
+    let readiness = watch_readiness(remote.clone(), &tasks, shutdown.clone(), stop.clone());
+    admin.spawn(readiness, &tasks, stop.clone());
     let served = switchboard_edge::serve(listener, remote, config, shutdown.clone()).await;
     shutdown.cancel();
     links.cancel();

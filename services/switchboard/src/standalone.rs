@@ -6,7 +6,7 @@ use std::io;
 use switchboard_edge::EdgeConfig;
 use switchboard_room::{Room, RoomConfig};
 
-use crate::admin::AdminPort;
+use crate::admin::{AdminPort, watch_readiness};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,8 @@ pub async fn run(
     let rooms = Room::in_memory(room);
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
-    admin.spawn(rooms.clone(), &tasks, shutdown.clone(), stop.clone());
+    let readiness = watch_readiness(rooms.clone(), &tasks, shutdown.clone(), stop.clone());
+    admin.spawn(readiness, &tasks, stop.clone());
     tasks.spawn(rooms.clone().run_expiry(shutdown.clone()));
     let served = switchboard_edge::serve(listener, rooms, edge, shutdown.clone()).await;
     // The edge stops only on shutdown or a fatal error; either way, stop the rest.

@@ -25,8 +25,8 @@ use switchboard_proto::{ClientMessage, PeerId};
 use switchboard_telemetry::metrics::{self, Side};
 use switchboard_telemetry::{Origin, trace};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{failure, reply_to_pb, state_from_pb};
-use crate::api::{Goodbye, RoomSession};
+use crate::api::{Goodbye, Readiness, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
@@ -47,18 +47,18 @@ use crate::store::Store;
 /// so the bound costs nothing while idle; it is there for bursts (a big room's
 /// presence storm when many members leave at once).
 const STREAM_QUEUE: usize = 65_536;
-/// How often readiness is re-checked for the health service.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Serves the room service (and gRPC health) on `listener` until `shutdown`.
+/// The health service follows `readiness`, the process's one readiness check
+/// (the same one its admin port reports).
 pub async fn serve<S: Store, B: Bus>(
     listener: TcpListener,
     room: Room<S, B>,
+    readiness: watch::Receiver<Readiness>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let tasks = TaskTracker::new();
     let (reporter, health) = tonic_health::server::health_reporter();
-    tasks.spawn(report_health(reporter, room.clone(), shutdown.clone()));
+    tasks.spawn(report_health(reporter, readiness, shutdown.clone()));
     let rooms = RoomsServer {
         room,
         shutdown: shutdown.clone(),
@@ -84,14 +84,14 @@ pub async fn serve<S: Store, B: Bus>(
 }
 
 /// Keeps the health service's answer in step with the room's readiness.
-async fn report_health<S: Store, B: Bus>(
+async fn report_health(
     reporter: tonic_health::server::HealthReporter,
-    room: Room<S, B>,
+    mut readiness: watch::Receiver<Readiness>,
     shutdown: CancellationToken,
 ) {
     let mut was_ready = None;
     loop {
-        let ready = room.ready().await && !shutdown.is_cancelled();
+        let ready = readiness.borrow_and_update().ready && !shutdown.is_cancelled();
         if was_ready != Some(ready) {
             let status = match ready {
                 true => tonic_health::ServingStatus::Serving,
@@ -101,7 +101,6 @@ async fn report_health<S: Store, B: Bus>(
             reporter
                 .set_service_status(super::SERVICE_NAME, status)
                 .await;
-            tracing::info!(ready, "room service readiness");
             was_ready = Some(ready);
         }
         tokio::select! {
@@ -109,7 +108,11 @@ async fn report_health<S: Store, B: Bus>(
                 reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 return;
             }
-            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            changed = readiness.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
