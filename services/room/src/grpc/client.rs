@@ -620,7 +620,8 @@ impl RemoteSession {
                 session: self.id,
                 call,
                 body: Some(body),
-                origin: Some(origin_to_pb(&origin.in_current_span())),
+                // The edge set the trace to its request span already.
+                origin: Some(origin_to_pb(origin)),
             })),
         };
         let result = match tx.send(frame).await {
