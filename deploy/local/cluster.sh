@@ -12,6 +12,7 @@
 # /readyz) is its port + 1000 (rooms 16061 16062, edges 19081 19082).
 # Logs and pids go to $CLUSTER_DIR (default
 # target/local-cluster). Extra edge flags: EDGE_ARGS (default "--ice-server none").
+# Every process runs one runtime thread (SWITCHBOARD_WORKER_THREADS, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,6 +21,9 @@ ROOM_PORTS=${ROOM_PORTS:-"15061 15062"}
 EDGE_PORTS=${EDGE_PORTS:-"18081 18082"}
 EDGE_ARGS=${EDGE_ARGS:-"--ice-server none"}
 CLUSTER_DIR=${CLUSTER_DIR:-target/local-cluster}
+# Five processes share this machine's cores: one runtime thread each is the
+# cheapest per message (no cross-thread wake-ups). Override to compare.
+export SWITCHBOARD_WORKER_THREADS=${SWITCHBOARD_WORKER_THREADS:-1}
 BIN=target/release/switchboard
 
 wait_for_port() { # port what

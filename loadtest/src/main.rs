@@ -82,7 +82,7 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let procs = args

@@ -9,6 +9,7 @@ use switchboard_proto::{ClientFrame, ClientMessage, ErrorCode, PeerId, Req, Serv
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Why a session (or connection) failed.
@@ -39,6 +40,42 @@ impl Failure {
     }
 }
 
+/// Bytes read per `read` call: a whole offer or `joined` frame, usually.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Source addresses a loopback target is reached from, in turn. One source
+/// address reaches one server port through ~28,000 ephemeral ports; these
+/// allow ~450,000 connections (the idle scenario's 100,000, say).
+const LOOPBACK_SOURCES: u32 = 16;
+
+/// For a `ws://127.x.y.z:port/…` URL, a TCP stream (Nagle off) from the next of
+/// [`LOOPBACK_SOURCES`] source addresses; `None` for any other URL.
+async fn loopback_stream(
+    url: &str,
+) -> Result<Option<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return Ok(None);
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let Ok(target) = authority.parse::<SocketAddr>() else {
+        return Ok(None);
+    };
+    if !target.ip().is_loopback() || !target.is_ipv4() {
+        return Ok(None);
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % LOOPBACK_SOURCES;
+    let source = Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(n).unwrap_or(0));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(Some(MaybeTlsStream::Plain(stream)))
+}
+
 pub struct Peer {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub id: PeerId,
@@ -49,7 +86,17 @@ pub struct Peer {
 impl Peer {
     /// Connects and reads `welcome`.
     pub async fn connect(url: &str, deadline: Duration) -> Result<Self, Failure> {
-        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        // tungstenite zeroes up to its read buffer size on every read: the
+        // 128 KiB default made that memset the loader's biggest cost.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let connecting = async {
+            match loopback_stream(url).await? {
+                Some(stream) => {
+                    tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await
+                }
+                None => tokio_tungstenite::connect_async_with_config(url, Some(config), true).await,
+            }
+        };
         let (ws, _) = timeout(deadline, connecting)
             .await
             .map_err(|_| Failure::Timeout)?

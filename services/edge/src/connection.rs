@@ -97,25 +97,31 @@ impl End {
 
 /// Serves one upgraded WebSocket until it ends, then cleans up after the peer.
 /// `upgraded` is when the upgrade request arrived (session set-up time).
-pub(crate) async fn run<R: RoomService>(
+///
+/// The returned future is what an idle connection costs, so it is kept small:
+/// the connection is built before it (the socket is not held twice), and
+pub(crate) fn run<R: RoomService>(
     socket: WebSocket,
     rooms: R,
     config: Arc<EdgeConfig>,
     shutdown: CancellationToken,
     upgraded: Instant,
-) {
+) -> impl Future<Output = ()> {
     let peer = PeerId::random();
     let span = tracing::info_span!(parent: None, "session", peer_id = %peer);
-    let _open = metrics::connection_opened();
+    let mut conn = Connection::new(socket, config, peer);
+    let (outbox, mut events) = Outbox::channel(conn.config.outbound_queue);
     async move {
-        let mut conn = Connection::new(socket, config, peer);
-        let (outbox, mut events) = Outbox::channel(conn.config.outbound_queue);
-        let mut session = match rooms.connect(peer, outbox).await {
+        let _open = metrics::connection_opened();
+        // what it does once (connect, clean up) or per message is boxed: an
+        // idle connection's task holds only the waiting loop, not the largest
+        // future it could ever await (4.4 KiB per connection, all unboxed).
+        let mut session = match Box::pin(rooms.connect(peer, outbox)).await {
             Ok(session) => session,
             Err(err) => {
                 tracing::warn!(error = %err, "room service refused the session");
                 metrics::connection_closed(End::RoomUnavailable.label());
-                conn.close(End::RoomUnavailable).await;
+                Box::pin(conn.close(End::RoomUnavailable)).await;
                 return;
             }
         };
@@ -132,10 +138,9 @@ pub(crate) async fn run<R: RoomService>(
             _ => Goodbye::Left,
         };
         // The close handshake may linger up to a second; clean up meanwhile.
-        tokio::join!(conn.close(end), session.close(how));
+        Box::pin(async { tokio::join!(conn.close(end), session.close(how)) }).await;
     }
     .instrument(span)
-    .await
 }
 
 struct Connection {
@@ -182,7 +187,7 @@ impl Connection {
             max_message_bytes: self.config.max_message_bytes,
             heartbeat_ms: u64::try_from(self.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
         };
-        if let Err(end) = self.send(&welcome).await {
+        if let Err(end) = Box::pin(self.send(&welcome)).await {
             return end;
         }
         metrics::session_setup(upgraded.elapsed());
@@ -195,11 +200,11 @@ impl Connection {
                 _ = shutdown.cancelled() => Err(End::Shutdown),
                 // Drain what is owed to the client before reading more from it.
                 event = events.recv() => match event {
-                    Ok(delivery) => self.deliver(delivery).await,
+                    Ok(delivery) => Box::pin(self.deliver(delivery)).await,
                     Err(Overflowed) => Err(End::SlowClient),
                 },
-                frame = self.socket.recv() => self.on_frame(frame, session).await,
-                _ = ping.tick() => self.heartbeat().await,
+                frame = self.socket.recv() => Box::pin(self.on_frame(frame, session)).await,
+                _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
             if let Err(end) = step {
                 return end;

@@ -3,7 +3,9 @@
 //! `UNSUBSCRIBE`.
 //!
 //! A bus is built with the process's [`crate::Hub`] and hands every event it
-//! receives to [`crate::Hub::dispatch`]. Subscriptions are counted per topic: the
+//! receives from *other* processes to [`crate::Hub::dispatch`]; what a process
+//! publishes reaches its own peers without the bus ([`crate::Room`] dispatches
+//! it locally first). Subscriptions are counted per topic: the
 //! first `subscribe` of a topic subscribes the process, the last `unsubscribe`
 //! unsubscribes it. Events from one publisher arrive in the order published.
 
@@ -29,8 +31,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Stops receiving `topic` (once every subscriber of this process has left it).
     fn unsubscribe(&self, topic: &Topic) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Sends `event` to every process subscribed to `topic`. It carries
-    /// `origin`, continued in the current span, to the receivers.
+    /// Sends `event` to every *other* process subscribed to `topic` (this
+    /// process has delivered it to its own peers already). It carries
+    /// `origin` to the receivers.
     fn publish(
         &self,
         topic: &Topic,

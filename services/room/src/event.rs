@@ -146,6 +146,7 @@ impl Event {
         pb::BusEvent {
             kind: Some(kind),
             origin: Some(origin_to_pb(origin)),
+            sender: 0,
         }
     }
 

@@ -2,8 +2,9 @@
 //! local peers are in which room, and delivery of bus events into their outboxes.
 //!
 //! The hub is the only owner of this state (one lock, never held across an
-//! `.await`; delivery never blocks because [`Outbox::push`] never waits). The bus
-//! calls [`Hub::dispatch`] for every event it receives, whatever the backend.
+//! `.await`; delivery never blocks because [`Outbox::push`] never waits).
+//! [`crate::Room`] dispatches what this process publishes as it publishes it;
+//! the bus dispatches what other processes published.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -93,18 +94,21 @@ impl Hub {
         self.read().peers.len()
     }
 
-    /// Delivers one bus event to the local peers it concerns.
-    pub fn dispatch(&self, topic: &Topic, event: &Event, origin: &Origin) {
+    /// Delivers one event to the local peers it concerns. Returns true when
+    /// it was for one peer and that peer is here (nobody else needs it).
+    pub fn dispatch(&self, topic: &Topic, event: &Event, origin: &Origin) -> bool {
         let state = self.read();
         match topic {
-            Topic::Peer(peer) => {
-                if let Some((_, outbox)) = state.peers.get(peer) {
+            Topic::Peer(peer) => match state.peers.get(peer) {
+                Some((_, outbox)) => {
                     outbox.push(Delivery::new(event.to_message(), origin.clone()));
+                    true
                 }
-            }
+                None => false,
+            },
             Topic::Room(room) => {
                 let Some(members) = state.rooms.get(room) else {
-                    return;
+                    return false;
                 };
                 let mut message = None;
                 for member in members.iter().filter(|m| event.visible_to(m)) {
@@ -115,6 +119,7 @@ impl Hub {
                         outbox.push(Arc::clone(delivery));
                     }
                 }
+                false
             }
         }
     }

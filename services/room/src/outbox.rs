@@ -9,14 +9,13 @@
 //! Each message travels with its [`Origin`] (when the client frame behind it
 //! arrived, and its trace), for the edge that finally writes it.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::ServerMessage;
 use switchboard_telemetry::{Origin, metrics};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// Something that takes a peer's messages without waiting.
 pub trait Deliver: Send + Sync + fmt::Debug + 'static {
@@ -24,8 +23,7 @@ pub trait Deliver: Send + Sync + fmt::Debug + 'static {
 }
 
 /// One message for a peer, with where it came from. Shared (`Arc`) by every
-/// local member a room event goes to, and one pointer wide in each queue
-/// (a queue allocates its first block of slots up front, per connection).
+/// local member a room event goes to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub msg: ServerMessage,
@@ -45,8 +43,7 @@ pub struct Outbox(Arc<dyn Deliver>);
 /// The receiving side of a local queue, owned by the peer's session task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Arc<Delivery>>,
-    overflow: CancellationToken,
+    queue: Arc<Queue>,
 }
 
 /// The peer's queue overflowed: it is too slow and must be disconnected.
@@ -54,37 +51,63 @@ pub struct OutboxReceiver {
 #[error("outbound queue full")]
 pub struct Overflowed;
 
+/// A local queue: a deque under a lock and a wake-up for its one reader. Every
+/// connection has one, so it is kept small while empty (a bounded channel with
+/// its first block of slots and a cancellation token cost ~1 KiB up front).
 #[derive(Debug)]
 struct Queue {
-    tx: mpsc::Sender<Arc<Delivery>>,
-    overflow: CancellationToken,
+    state: Mutex<QueueState>,
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Arc<Delivery>>,
+    overflowed: bool,
+}
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        // Every update is a single push, pop or flag: a panic cannot leave the
+        // state half-changed, so a poisoned lock is safe to reuse.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Deliver for Queue {
     fn deliver(&self, delivery: Arc<Delivery>) {
-        match self.tx.try_send(delivery) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                metrics::outbound_queue_drop();
-                if !self.overflow.is_cancelled() {
-                    tracing::warn!("outbound queue full; disconnecting slow peer");
-                }
-                self.overflow.cancel();
-            }
+        let mut state = self.state();
+        if state.overflowed {
+            drop(state);
+            metrics::outbound_queue_drop();
+            return;
         }
+        if state.items.len() >= self.capacity {
+            state.overflowed = true;
+            drop(state);
+            metrics::outbound_queue_drop();
+            tracing::warn!("outbound queue full; disconnecting slow peer");
+        } else {
+            state.items.push_back(delivery);
+            drop(state);
+        }
+        self.ready.notify_one();
     }
 }
 
 impl Outbox {
     /// A local queue holding at most `capacity` messages.
     pub fn channel(capacity: usize) -> (Outbox, OutboxReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let overflow = CancellationToken::new();
-        let queue = Queue {
-            tx,
-            overflow: overflow.clone(),
-        };
-        (Outbox(Arc::new(queue)), OutboxReceiver { rx, overflow })
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        });
+        (
+            Outbox(Arc::clone(&queue) as Arc<dyn Deliver>),
+            OutboxReceiver { queue },
+        )
     }
 
     /// An outbox over any other delivery.
@@ -100,16 +123,21 @@ impl Outbox {
 
 impl OutboxReceiver {
     /// The next queued message, or [`Overflowed`] as soon as a push found the
-    /// queue full. Cancel-safe.
+    /// queue full. Cancel-safe: a message is only taken by the poll that
+    /// returns it.
     pub async fn recv(&mut self) -> Result<Arc<Delivery>, Overflowed> {
-        tokio::select! {
-            biased;
-            _ = self.overflow.cancelled() => Err(Overflowed),
-            msg = self.rx.recv() => match msg {
-                Some(msg) => Ok(msg),
-                // Every sender is gone (the peer was detached): nothing more will come.
-                None => std::future::pending().await,
-            },
+        loop {
+            {
+                let mut state = self.queue.state();
+                if state.overflowed {
+                    return Err(Overflowed);
+                }
+                if let Some(delivery) = state.items.pop_front() {
+                    return Ok(delivery);
+                }
+            }
+            // A push since the check left a permit: this returns at once.
+            self.queue.ready.notified().await;
         }
     }
 }
@@ -127,14 +155,40 @@ mod tests {
         let (outbox, mut rx) = Outbox::channel(2);
         outbox.push(pong());
         outbox.push(pong());
-        assert!(!rx.overflow.is_cancelled());
+        assert!(!rx.queue.state().overflowed);
         outbox.push(pong());
-        assert!(rx.overflow.is_cancelled());
+        assert!(rx.queue.state().overflowed);
         assert_eq!(
             rx.recv().await,
             Err(Overflowed),
             "overflow is reported first"
         );
-        assert_eq!(rx.rx.len(), 2, "the third message was dropped");
+        assert_eq!(
+            rx.queue.state().items.len(),
+            2,
+            "the third message was dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_for_a_push_in_order() {
+        let (outbox, mut rx) = Outbox::channel(8);
+        let reader = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let second = rx.recv().await;
+            (first, second)
+        });
+        tokio::task::yield_now().await;
+        let first = Delivery::new(
+            ServerMessage::Pong {
+                req: switchboard_proto::Req::new(1),
+            },
+            Origin::default(),
+        );
+        outbox.push(Arc::clone(&first));
+        outbox.push(pong());
+        let (got_first, got_second) = reader.await.expect("reader");
+        assert_eq!(got_first, Ok(first));
+        assert_eq!(got_second, Ok(pong()));
     }
 }

@@ -242,7 +242,7 @@ impl<S: Store, B: Bus> Session<S, B> {
                 room: room.clone(),
                 peer: self.peer,
             };
-            self.room.bus().publish(&topic, event, &self.origin).await?;
+            self.room.publish(&topic, event, &self.origin).await?;
         }
         let offers = self
             .room
@@ -318,7 +318,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             peer: self.peer,
         };
         // Unsubscribe even when the announcement fails, or the subscription leaks.
-        let announced = self.room.bus().publish(&topic, event, &self.origin).await;
+        let announced = self.room.publish(&topic, event, &self.origin).await;
         self.room.bus().unsubscribe(&topic).await?;
         Ok(announced?)
     }
@@ -372,7 +372,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             },
         };
         let topic = Topic::Room(room);
-        self.room.bus().publish(&topic, event, &self.origin).await?;
+        self.room.publish(&topic, event, &self.origin).await?;
         Ok(Reply::OfferCreated { offer_id })
     }
 
@@ -465,7 +465,6 @@ impl<S: Store, B: Bus> Session<S, B> {
         };
         if let Err(err) = self
             .room
-            .bus()
             .publish(&Topic::Room(record.room), closed, &self.origin)
             .await
         {

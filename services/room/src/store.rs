@@ -26,11 +26,23 @@ pub struct OfferRecord {
     /// `None` while pending.
     pub answerer: Option<PeerId>,
     /// The trace of the request that made the offer (the call's trace), when
-    /// tracing is on. Kept for listings; not read back by [`Store::offer`].
+    /// tracing is on. Kept for listings.
     pub trace: TraceContext,
 }
 
 impl OfferRecord {
+    /// The record as [`Store::offer`] and [`Store::remove_offer`] return it:
+    /// its parties and state, without the SDP (a bare `v=0`) and trace that
+    /// only listings need (reading a 4.5 KB SDP back per lookup is most of a
+    /// Redis script's cost).
+    pub fn summary(self) -> Self {
+        Self {
+            sdp: no_sdp(),
+            trace: TraceContext::default(),
+            ..self
+        }
+    }
+
     pub fn is_pending(&self) -> bool {
         self.answerer.is_none()
     }
@@ -46,6 +58,11 @@ impl OfferRecord {
     pub fn counterpart(&self, peer: &PeerId) -> Option<PeerId> {
         self.parties().counterpart(peer)
     }
+}
+
+/// The SDP of a record read without one.
+pub(crate) fn no_sdp() -> Sdp {
+    Sdp::parse("v=0").expect("`v=0` is a valid SDP")
 }
 
 /// Who an offer or call belongs to.
@@ -100,21 +117,24 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Stores a new pending offer for `ttl` and indexes it under its room.
-    /// Redis: `MULTI; HSET offer; PEXPIRE offer; SADD room-offers; ZADD expiries; EXEC`.
+    /// Redis: one Lua script (`HSET offer`, `PEXPIRE`, `SADD room-offers`,
+    /// `ZADD expiries`, deadlines from Redis's clock).
     fn insert_offer(
         &self,
         offer: &OfferRecord,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// A live offer or call. Redis: `HGETALL`.
+    /// A live offer or call, as its [`OfferRecord::summary`] (parties and
+    /// state; only [`Store::room_offers`] lists SDPs). Redis: one Lua script
+    /// (`HMGET`).
     fn offer(
         &self,
         id: &OfferId,
     ) -> impl Future<Output = Result<Option<OfferRecord>, BackendError>> + Send;
 
     /// A room's pending offers with their buffered candidates, oldest first.
-    /// Redis: `SMEMBERS room-offers`, then `HGETALL` + `LRANGE` pipelined.
+    /// Redis: `SMEMBERS room-offers`, then `HMGET` + `LRANGE` pipelined.
     fn room_offers(
         &self,
         room: &RoomId,
@@ -142,8 +162,9 @@ pub trait Store: Send + Sync + 'static {
         call_ttl: Duration,
     ) -> impl Future<Output = Result<Claim, BackendError>> + Send;
 
-    /// Removes an offer or call of `room`; returns it if it was live, so that of
-    /// two concurrent removals exactly one sees it. Redis: one Lua script.
+    /// Removes an offer or call of `room`; returns its
+    /// [`OfferRecord::summary`] if it was live, so that of two concurrent
+    /// removals exactly one sees it. Redis: one Lua script.
     fn remove_offer(
         &self,
         id: &OfferId,

@@ -35,8 +35,10 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
-    /// Runtime worker threads (default: one per CPU core). Fewer suits several
-    /// processes sharing a few cores.
+    /// Runtime worker threads (default: one per CPU core this process may
+    /// use, cgroup limits included). 1 runs everything on one thread, the
+    /// cheapest per message; several processes sharing a few cores (a small
+    /// cluster on one machine) should each take 1.
     #[arg(long, global = true, env = "SWITCHBOARD_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,

@@ -16,10 +16,20 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.worker_threads {
-        runtime.worker_threads(usize::from(threads));
-    }
+    // One thread (asked for, or all the CPU this process may use) runs the
+    // whole process on that thread: no second thread to wake per message,
+    // which on a busy small machine is what a multi-thread runtime costs most.
+    let threads = cli.worker_threads.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads);
+            runtime
+        }
+    };
     runtime
         .enable_all()
         .build()

@@ -373,3 +373,55 @@ async fn draining_an_edge_keeps_answered_calls_and_withdraws_pending_offers() {
     assert!(matches!(ended, ServerMessage::Ok { .. }), "{ended:?}");
     c.stop_without(EDGE_A).await;
 }
+
+/// A replica delivers what it publishes to its own peers at once and skips the
+/// copy Redis sends back: each event reaches a peer exactly once. The barrier
+/// is a witness on the other replica joining last: Redis hands its event to the
+/// first replica after the echoes of everything that replica published before
+/// (each published before its request was answered), so by the time a peer
+/// sees the witness, any duplicate would have been delivered ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_delivers_its_own_events_exactly_once() {
+    let c = Cluster::distributed().await;
+    let lobby = room("once");
+    // Caller and callee share room replica 1 (side A); the witness is on 2.
+    let mut caller = c.client(A).await;
+    let mut callee = c.client(A).await;
+    caller.join(&lobby).await;
+    callee.join(&lobby).await;
+    let offer_id = caller.offer(&lobby, sdp("offer", 300), None).await;
+    let answered = callee.answer(offer_id, sdp("answer", 300)).await;
+    assert!(
+        matches!(answered, ServerMessage::Answered { .. }),
+        "{answered:?}"
+    );
+    let relayed = callee.candidate(offer_id, candidate(1)).await;
+    assert!(matches!(relayed, ServerMessage::Ok { .. }), "{relayed:?}");
+
+    let mut witness = c.client(B).await;
+    witness.join(&lobby).await;
+    let witness_id = witness.peer_id;
+    for (who, client) in [("caller", &mut caller), ("callee", &mut callee)] {
+        client
+            .next_where(
+                |m| matches!(m, ServerMessage::PeerJoined { peer_id, .. } if *peer_id == witness_id),
+            )
+            .await;
+        let seen = client.drain().await;
+        for (i, msg) in seen.iter().enumerate() {
+            assert!(
+                !seen[i + 1..].contains(msg),
+                "the {who} got {msg:?} twice: {seen:?}"
+            );
+        }
+        let kinds: Vec<&str> = seen.iter().map(ServerMessage::kind).collect();
+        let expected: &[&str] = match who {
+            "caller" => &["peer_joined", "answer", "candidate"],
+            _ => &["offer"],
+        };
+        for kind in expected {
+            assert!(kinds.contains(kind), "the {who} never got {kind}: {seen:?}");
+        }
+    }
+    c.stop().await;
+}

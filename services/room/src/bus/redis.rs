@@ -1,7 +1,9 @@
 //! The Redis [`Bus`]: `PUBLISH` on a shared connection, and ONE subscriber
 //! connection per process that multiplexes every channel this process needs
 //! (each local peer's channel, each room with local members, its own probe
-//! channel) and hands what arrives to the local [`Hub`].
+//! channel) and hands what other processes published to the local [`Hub`]
+//! (each envelope names its sender; a process's own events come back from
+//! Redis too, and are skipped: it delivered them locally when it published).
 //!
 //! Subscriptions are counted per channel, so a room with a thousand local members
 //! is one `SUBSCRIBE`. When the subscriber connection drops (Redis restarted, a
@@ -57,6 +59,8 @@ struct Inner {
     publisher: ConnectionManager,
     keys: Keys,
     hub: Arc<Hub>,
+    /// Tags what this process publishes, so that it can skip its own events.
+    sender: u64,
     probe_channel: String,
     /// Held across each SUBSCRIBE/UNSUBSCRIBE on purpose (a tokio mutex): count
     /// changes and the commands that follow them happen in one order, so a
@@ -107,6 +111,7 @@ impl RedisBus {
                 probe_channel: keys.key(Key::ProbeChannel(replica)),
                 keys,
                 hub,
+                sender: rand::random(),
                 subscriptions: tokio::sync::Mutex::default(),
                 probes: Mutex::default(),
             }),
@@ -148,6 +153,10 @@ impl RedisBus {
             }
             return;
         }
+        if event.sender == self.inner.sender {
+            // Delivered to our own peers when we published it.
+            return;
+        }
         let Some(topic) = self.inner.keys.topic(channel) else {
             return;
         };
@@ -165,10 +174,11 @@ impl RedisBus {
         trace::record_trace_id(&span);
         let _entered = span.enter();
         match Event::from_pb(event) {
-            Ok(Some(event)) => self
-                .inner
-                .hub
-                .dispatch(&topic, &event, &origin.in_current_span()),
+            Ok(Some(event)) => {
+                self.inner
+                    .hub
+                    .dispatch(&topic, &event, &origin.in_current_span());
+            }
             Ok(None) => {}
             Err(err) => tracing::warn!(%channel, error = %err, "invalid bus message dropped"),
         }
@@ -271,6 +281,7 @@ impl Bus for RedisBus {
         let probe = pb::BusEvent {
             kind: Some(pb::bus_event::Kind::Probe(nonce)),
             origin: None,
+            sender: self.inner.sender,
         };
         let sent = self
             .publish_bytes(self.inner.probe_channel.clone(), probe.encode_to_vec())
@@ -327,7 +338,9 @@ impl Bus for RedisBus {
         event: Event,
         origin: &Origin,
     ) -> Result<(), BackendError> {
-        let encoded = event.to_pb(&origin.in_current_span()).encode_to_vec();
+        let mut envelope = event.to_pb(origin);
+        envelope.sender = self.inner.sender;
+        let encoded = envelope.encode_to_vec();
         self.publish_bytes(self.inner.keys.channel(topic), encoded)
             .await
     }

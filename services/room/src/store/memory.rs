@@ -107,7 +107,7 @@ impl Store for MemoryStore {
     }
 
     async fn offer(&self, id: &OfferId) -> Result<Option<OfferRecord>, BackendError> {
-        Ok(self.state().live(id).map(|e| e.record.clone()))
+        Ok(self.state().live(id).map(|e| e.record.clone().summary()))
     }
 
     async fn room_offers(
@@ -190,7 +190,7 @@ impl Store for MemoryStore {
         if state.live(id).is_none() {
             return Ok(None);
         }
-        Ok(state.remove(id).map(|e| e.record))
+        Ok(state.remove(id).map(|e| e.record.summary()))
     }
 
     async fn pending(&self) -> Result<(usize, Option<Duration>), BackendError> {
