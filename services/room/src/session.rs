@@ -22,7 +22,7 @@ use crate::event::{Event, Topic, offer_visible_to};
 use crate::hub::Attachment;
 use crate::outbox::Outbox;
 use crate::room::Room;
-use crate::store::{AddCandidate, Claim, OfferRecord, Store};
+use crate::store::{AddCandidate, Answerer, Claim, OfferRecord, Store};
 
 /// The direct result of a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -411,37 +411,42 @@ impl<S: Store, B: Bus> Session<S, B> {
     }
 
     async fn answer(&mut self, offer_id: OfferId, sdp: Sdp) -> Result<Reply, RoomError> {
-        let record = self.live_offer(&offer_id).await?;
-        if record.caller == self.peer {
-            return Err(RoomError::not_allowed("you cannot answer your own offer"));
-        }
-        if record.to.is_some_and(|to| to != self.peer) {
-            return Err(RoomError::not_allowed(
-                "this offer is addressed to another peer",
-            ));
-        }
-        if !self.rooms.contains(&record.room) {
-            return Err(RoomError::NotInRoom);
-        }
-        if !record.is_pending() {
-            return Err(RoomError::OfferTaken);
-        }
         if self.answered.len() >= 4 * self.room.config().max_offers_per_peer {
             prune(&self.room, &mut self.answered).await?;
         }
+        // Who may answer is checked by the claim itself, atomically: one round
+        // trip to the store, not a lookup and then a claim.
+        let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
+        let answerer = Answerer {
+            peer: self.peer,
+            rooms: &rooms,
+        };
         let call_ttl = self.room.config().call_ttl;
-        let candidates = match self
+        let (record, candidates) = match self
             .room
             .store()
-            .claim(&offer_id, &record.room, &self.peer, call_ttl)
+            .claim(&offer_id, answerer, call_ttl)
             .await?
         {
-            Claim::Won { candidates, waited } => {
+            Claim::Won {
+                record,
+                candidates,
+                waited,
+            } => {
                 metrics::offer_answered(waited);
-                candidates
+                (record, candidates)
             }
-            Claim::Taken => return Err(RoomError::OfferTaken),
             Claim::NotFound => return Err(RoomError::OfferNotFound),
+            Claim::OwnOffer => {
+                return Err(RoomError::not_allowed("you cannot answer your own offer"));
+            }
+            Claim::AddressedElsewhere => {
+                return Err(RoomError::not_allowed(
+                    "this offer is addressed to another peer",
+                ));
+            }
+            Claim::NotInRoom => return Err(RoomError::NotInRoom),
+            Claim::Taken => return Err(RoomError::OfferTaken),
         };
         self.answered.insert(offer_id, record.room.clone());
         // The claim is won: from here on nothing may turn it into an error, or

@@ -98,17 +98,36 @@ pub enum AddCandidate {
     NotFound,
 }
 
-/// Outcome of [`Store::claim`].
+/// Who claims an offer: the peer, and the rooms it is in. The guard a claim
+/// checks atomically with taking the offer (see [`Store::claim`]) is the
+/// protocol's rule for answering, stated by the session.
+#[derive(Debug, Clone, Copy)]
+pub struct Answerer<'a> {
+    pub peer: PeerId,
+    /// Only an offer of one of these rooms may be answered.
+    pub rooms: &'a [RoomId],
+}
+
+/// Outcome of [`Store::claim`], in the order the claim checks them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// This answerer won: the caller's buffered candidates, in order, and how
-    /// long the offer had been pending.
+    /// No such live offer or call.
+    NotFound,
+    /// The answerer made the offer.
+    OwnOffer,
+    /// The offer is addressed (`to`) to another peer.
+    AddressedElsewhere,
+    /// The offer is in a room the answerer is not in.
+    NotInRoom,
+    /// Someone answered it first.
+    Taken,
+    /// This answerer won: the call (its summary, answerer set), the caller's
+    /// buffered candidates in order, and how long the offer had been pending.
     Won {
+        record: OfferRecord,
         candidates: Vec<Candidate>,
         waited: Duration,
     },
-    Taken,
-    NotFound,
 }
 
 /// Where offers and calls are kept.
@@ -150,15 +169,16 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<AddCandidate, BackendError>> + Send;
 
-    /// Atomically turns a pending offer of `room` into a call answered by
-    /// `answerer`, kept for `call_ttl`, and takes its buffered candidates.
-    /// Exactly one claim wins.
-    /// Redis: one Lua script (`HSETNX answerer`, `PEXPIRE`, `SREM`, `ZREM`, `LRANGE`+`DEL`).
+    /// Atomically checks that `answerer` may answer the offer (the checks of
+    /// [`Claim`], in order; a refusal changes nothing), then turns it into a
+    /// call answered by `answerer`, kept for `call_ttl`, and takes its buffered
+    /// candidates. Exactly one claim wins. One round trip: no lookup first.
+    /// Redis: one Lua script (`HMGET`, `HSET answerer`, `PEXPIRE`, `SREM`,
+    /// `ZREM`, `LRANGE`+`DEL`).
     fn claim(
         &self,
         id: &OfferId,
-        room: &RoomId,
-        answerer: &PeerId,
+        answerer: Answerer<'_>,
         call_ttl: Duration,
     ) -> impl Future<Output = Result<Claim, BackendError>> + Send;
 

@@ -642,6 +642,26 @@ async fn requests_get_exactly_one_reply_and_bare_messages_no_ok(c: &Cluster) {
         ),
         "{err:?}"
     );
+    // So does a failing candidate without req.
+    peer.send(ClientMessage::Candidate {
+        offer_id: switchboard_proto::OfferId::random(),
+        candidate: candidate(2),
+    })
+    .await;
+    let err = peer
+        .next_where(|m| matches!(m, ServerMessage::Error { .. }))
+        .await;
+    assert!(
+        matches!(
+            err,
+            ServerMessage::Error {
+                req: None,
+                code: ErrorCode::OfferNotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // Replies come back in request order.
     let reqs: Vec<_> = [
         ClientMessage::Ping,

@@ -13,11 +13,19 @@ use switchboard_proto::{OfferId, PeerId};
 use switchboard_room::Store;
 use switchboard_room::store::memory::MemoryStore;
 use switchboard_room::store::redis::RedisStore;
-use switchboard_room::store::{AddCandidate, Claim, OfferRecord, Parties};
+use switchboard_room::store::{AddCandidate, Answerer, Claim, OfferRecord, Parties};
 use switchboard_telemetry::TraceContext;
 
 const TTL: Duration = Duration::from_secs(60);
 const CALL_TTL: Duration = Duration::from_secs(600);
+
+/// `peer`, in `offer`'s room only.
+fn answerer<'a>(peer: &PeerId, offer: &'a OfferRecord) -> Answerer<'a> {
+    Answerer {
+        peer: *peer,
+        rooms: std::slice::from_ref(&offer.room),
+    }
+}
 
 fn record(room_name: &str, caller: PeerId) -> OfferRecord {
     OfferRecord {
@@ -114,7 +122,7 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
     let claims = join_all(
         answerers
             .iter()
-            .map(|a| store.claim(&offer.id, &offer.room, a, CALL_TTL)),
+            .map(|a| store.claim(&offer.id, answerer(a, &offer), CALL_TTL)),
     )
     .await;
     let won: Vec<usize> = (0..claims.len())
@@ -126,10 +134,18 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
             .iter()
             .all(|c| matches!(c, Ok(Claim::Won { .. } | Claim::Taken)))
     );
-    let Ok(Claim::Won { candidates, waited }) = &claims[won[0]] else {
+    let Ok(Claim::Won {
+        record: call,
+        candidates,
+        waited,
+    }) = &claims[won[0]]
+    else {
         unreachable!("filtered above")
     };
     assert_eq!(candidates, &vec![candidate(1)]);
+    let mut expected = offer.clone().summary();
+    expected.answerer = Some(answerers[won[0]]);
+    assert_eq!(call, &expected, "the won call's summary");
     assert!(*waited < TTL, "pending for {waited:?}");
     let winner = answerers[won[0]];
     // Now a call: no longer listed, candidates are not buffered any more.
@@ -159,11 +175,61 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
     assert_eq!((call.caller, call.answerer), (caller, Some(winner)));
     assert_eq!(
         store
-            .claim(&OfferId::random(), &offer.room, &winner, CALL_TTL)
+            .claim(&OfferId::random(), answerer(&winner, &offer), CALL_TTL)
             .await
             .expect("claim"),
         Claim::NotFound
     );
+}
+
+async fn a_claim_checks_who_may_answer_and_a_refusal_changes_nothing(store: &impl Store) {
+    let caller = PeerId::random();
+    let addressee = PeerId::random();
+    let mut offer = record("guard", caller);
+    offer.to = Some(addressee);
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    let elsewhere = [room("elsewhere")];
+    let refusals = [
+        (answerer(&caller, &offer), Claim::OwnOffer),
+        (
+            answerer(&PeerId::random(), &offer),
+            Claim::AddressedElsewhere,
+        ),
+        (
+            Answerer {
+                peer: addressee,
+                rooms: &elsewhere,
+            },
+            Claim::NotInRoom,
+        ),
+    ];
+    for (who, expected) in refusals {
+        let claim = store.claim(&offer.id, who, CALL_TTL).await.expect("claim");
+        assert_eq!(claim, expected);
+    }
+    assert_eq!(
+        store.room_offers(&room("guard")).await.expect("list").len(),
+        1,
+        "still pending after the refusals"
+    );
+    // In several rooms, one of them the offer's: the claim wins.
+    let rooms = [room("elsewhere"), room("guard")];
+    let who = Answerer {
+        peer: addressee,
+        rooms: &rooms,
+    };
+    let claim = store.claim(&offer.id, who, CALL_TTL).await.expect("claim");
+    assert!(matches!(claim, Claim::Won { .. }), "{claim:?}");
+    assert!(
+        store
+            .room_offers(&room("guard"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "unlisted from its own room"
+    );
+    let claim = store.claim(&offer.id, who, CALL_TTL).await.expect("claim");
+    assert_eq!(claim, Claim::Taken);
 }
 
 async fn a_removal_is_seen_by_exactly_one_remover(store: &impl Store) {
@@ -197,7 +263,7 @@ async fn expired_offers_are_taken_once_and_are_gone_meanwhile(store: &impl Store
         .await
         .expect("insert");
     store
-        .claim(&claimed.id, &claimed.room, &PeerId::random(), CALL_TTL)
+        .claim(&claimed.id, answerer(&PeerId::random(), &claimed), CALL_TTL)
         .await
         .expect("claim");
     let deadline = tokio::time::Instant::now() + harness::DEADLINE;
@@ -220,7 +286,7 @@ async fn expired_offers_are_taken_once_and_are_gone_meanwhile(store: &impl Store
     assert_eq!(store.offer(&offer.id).await.expect("get"), None);
     assert!(
         store
-            .claim(&offer.id, &offer.room, &PeerId::random(), CALL_TTL)
+            .claim(&offer.id, answerer(&PeerId::random(), &offer), CALL_TTL)
             .await
             .expect("claim")
             == Claim::NotFound
@@ -247,9 +313,8 @@ async fn pending_offers_are_counted_with_the_soonest_deadline(store: &impl Store
         "{left:?}"
     );
 
-    let answerer = PeerId::random();
     store
-        .claim(&sooner.id, &sooner.room, &answerer, CALL_TTL)
+        .claim(&sooner.id, answerer(&PeerId::random(), &sooner), CALL_TTL)
         .await
         .expect("claim");
     let (count, left) = store.pending().await.expect("pending");
@@ -295,6 +360,7 @@ contract!(
     offers_are_listed_with_their_candidates_in_order,
     only_the_caller_buffers_and_only_up_to_the_limit,
     exactly_one_of_many_concurrent_claims_wins,
+    a_claim_checks_who_may_answer_and_a_refusal_changes_nothing,
     a_removal_is_seen_by_exactly_one_remover,
     expired_offers_are_taken_once_and_are_gone_meanwhile,
     pending_offers_are_counted_with_the_soonest_deadline,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchboard_proto::{Candidate, OfferId, PeerId, RoomId};
 use tokio::time::Instant;
 
-use super::{AddCandidate, Claim, OfferRecord, Store};
+use super::{AddCandidate, Answerer, Claim, OfferRecord, Store};
 use crate::error::BackendError;
 
 /// Offers and calls in process memory.
@@ -157,28 +157,42 @@ impl Store for MemoryStore {
     async fn claim(
         &self,
         id: &OfferId,
-        _room: &RoomId,
-        answerer: &PeerId,
+        answerer: Answerer<'_>,
         call_ttl: Duration,
     ) -> Result<Claim, BackendError> {
         let mut state = self.state();
         let Some(entry) = state.live(id) else {
             return Ok(Claim::NotFound);
         };
-        if !entry.record.is_pending() {
+        let record = &entry.record;
+        if record.caller == answerer.peer {
+            return Ok(Claim::OwnOffer);
+        }
+        if record.to.is_some_and(|to| to != answerer.peer) {
+            return Ok(Claim::AddressedElsewhere);
+        }
+        if !answerer.rooms.contains(&record.room) {
+            return Ok(Claim::NotInRoom);
+        }
+        if !record.is_pending() {
             return Ok(Claim::Taken);
         }
-        entry.record.answerer = Some(*answerer);
+        entry.record.answerer = Some(answerer.peer);
+        let record = entry.record.clone().summary();
         let candidates = std::mem::take(&mut entry.candidates);
-        let (room, old_deadline) = (entry.record.room.clone(), entry.deadline);
+        let old_deadline = entry.deadline;
         let now = Instant::now();
         let waited = now.saturating_duration_since(entry.created);
         entry.deadline = now + call_ttl;
         let new_deadline = entry.deadline;
         state.deadlines.remove(&(old_deadline, *id));
         state.deadlines.insert((new_deadline, *id));
-        state.unindex(&room, id);
-        Ok(Claim::Won { candidates, waited })
+        state.unindex(&record.room, id);
+        Ok(Claim::Won {
+            record,
+            candidates,
+            waited,
+        })
     }
 
     async fn remove_offer(

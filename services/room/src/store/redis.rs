@@ -15,7 +15,7 @@ use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
 use switchboard_telemetry::TraceContext;
 use switchboard_telemetry::metrics::{RedisCommand, time_redis};
 
-use super::{AddCandidate, Claim, OfferRecord, Parties, Store, no_sdp};
+use super::{AddCandidate, Answerer, Claim, OfferRecord, Parties, Store, no_sdp};
 use crate::error::BackendError;
 use crate::keys::{Key, Keys};
 
@@ -106,12 +106,22 @@ impl Scripts {
                 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
                 return {{'buffered'}}"
             )),
-            // KEYS: offer, candidates, expiries, room index. ARGV: answerer, call TTL ms, id.
+            // KEYS: offer, candidates, expiries, then the room index of each
+            // room the answerer is in. ARGV: answerer, call TTL ms, id, then
+            // those rooms (ARGV[i] is the room of KEYS[i] from 4 on). Checks
+            // in the order of `Claim`; claims only when all pass.
             claim: Script::new(&format!(
                 "{NOW}
                 {READ}
                 {GONE}
                 if gone then return {{'gone'}} end
+                if f[2] == ARGV[1] then return {{'own'}} end
+                if f[3] and f[3] ~= ARGV[1] then return {{'elsewhere'}} end
+                local index = nil
+                for i = 4, #ARGV do
+                    if ARGV[i] == f[1] then index = KEYS[i] end
+                end
+                if not index then return {{'not_in_room'}} end
                 if f[4] then return {{'taken'}} end
                 local created = tonumber(redis.call('HGET', KEYS[1], 'created') or now_us)
                 redis.call('HSET', KEYS[1], 'answerer', ARGV[1])
@@ -120,10 +130,10 @@ impl Scripts {
                 local candidates = redis.call('LRANGE', KEYS[2], 0, -1)
                 redis.call('DEL', KEYS[2])
                 redis.call('ZREM', KEYS[3], ARGV[3])
-                redis.call('SREM', KEYS[4], ARGV[3])
-                table.insert(candidates, 1, tostring(math.floor((now_us - created) / 1000)))
-                table.insert(candidates, 1, 'won')
-                return candidates"
+                redis.call('SREM', index, ARGV[3])
+                local head = {{'won', tostring(math.floor((now_us - created) / 1000)), f[1], f[2], f[3] or ''}}
+                for _, c in ipairs(candidates) do table.insert(head, c) end
+                return head"
             )),
             // KEYS: offer, candidates, expiries, room index. ARGV: id. Returns the
             // fields of what it removed, or nil (an expired offer is left to the
@@ -432,34 +442,53 @@ impl Store for RedisStore {
     async fn claim(
         &self,
         id: &OfferId,
-        room: &RoomId,
-        answerer: &PeerId,
+        answerer: Answerer<'_>,
         call_ttl: Duration,
     ) -> Result<Claim, BackendError> {
         time_redis(RedisCommand::Claim, async {
             let mut conn = self.conn.clone();
-            let reply: Vec<Value> = self
-                .scripts
-                .claim
+            let mut invocation = self.scripts.claim.prepare_invoke();
+            invocation
                 .key(self.key(Key::Offer(id)))
                 .key(self.key(Key::Candidates(id)))
                 .key(self.key(Key::Expiries))
-                .key(self.key(Key::RoomOffers(room)))
-                .arg(answerer.as_str())
+                .arg(answerer.peer.as_str())
                 .arg(ms(call_ttl))
-                .arg(id.as_str())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(backend)?;
+                .arg(id.as_str());
+            for room in answerer.rooms {
+                invocation
+                    .key(self.key(Key::RoomOffers(room)))
+                    .arg(room.as_str());
+            }
+            let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.map_err(backend)?;
             let status: Option<String> = reply.first().map(value).transpose()?;
             Ok(match status.as_deref() {
                 Some("won") => {
-                    let waited: String = reply.get(1).map(value).transpose()?.unwrap_or_default();
+                    let text = |i: usize| -> Result<String, BackendError> {
+                        reply
+                            .get(i)
+                            .map(value)
+                            .transpose()
+                            .map(Option::unwrap_or_default)
+                    };
+                    let corrupt = || BackendError(format!("corrupt offer record {id}"));
+                    let fields = vec![
+                        Some(text(2)?),
+                        Some(text(3)?),
+                        Some(text(4)?).filter(|to| !to.is_empty()),
+                        None,
+                        Some(answerer.peer.to_string()),
+                    ];
+                    let record = self.record(*id, fields).map_err(|_| corrupt())?;
                     Claim::Won {
-                        waited: Duration::from_millis(waited.parse().unwrap_or(0)),
-                        candidates: decode_candidates(reply.get(2..).unwrap_or_default())?,
+                        record,
+                        waited: Duration::from_millis(text(1)?.parse().unwrap_or(0)),
+                        candidates: decode_candidates(reply.get(5..).unwrap_or_default())?,
                     }
                 }
+                Some("own") => Claim::OwnOffer,
+                Some("elsewhere") => Claim::AddressedElsewhere,
+                Some("not_in_room") => Claim::NotInRoom,
                 Some("taken") => Claim::Taken,
                 _ => Claim::NotFound,
             })

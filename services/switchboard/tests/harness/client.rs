@@ -214,8 +214,10 @@ fn reply_req(msg: &ServerMessage) -> Option<Req> {
 /// The next protocol message, skipping WebSocket control frames; `None` when the
 /// connection ends or the deadline passes.
 async fn read_message(ws: &mut Ws) -> Option<ServerMessage> {
+    // One deadline for the message, however many pings arrive meanwhile.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        match timeout(DEADLINE, ws.next()).await.ok()?? {
+        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
             Ok(Message::Text(text)) => {
                 return Some(
                     serde_json::from_str(text.as_str())
