@@ -68,6 +68,25 @@ run() { # title, loadtest args...
   } >>"$report"
 }
 
+# Waits (up to a minute) until the local cluster has let go of the previous
+# scenario's connections: its edges hold none and its room replica has
+# unsubscribed them all (ten thousand idle sessions take a while to clean up,
+# and a scenario started meanwhile would measure the clean-up).
+settle() {
+  local metric value busy
+  for _ in $(seq 1 600); do
+    busy=0
+    for metric in 19081:switchboard_connections_open 19082:switchboard_connections_open \
+      16061:switchboard_pubsub_subscriptions; do
+      value=$(curl -s "http://127.0.0.1:${metric%%:*}/metrics" | awk -v m="${metric#*:}" '$1 == m {print $2}')
+      [ "${value:-1}" = 0 ] || busy=1
+    done
+    [ "$busy" = 0 ] && return 0
+    sleep 0.1
+  done
+  echo "the cluster did not settle within a minute" >&2
+}
+
 # --- standalone ---------------------------------------------------------------
 "$BIN" standalone --listen "127.0.0.1:$STANDALONE_PORT" --admin-listen 127.0.0.1:0 --ice-server none --max-messages-per-sec 0 \
   --log-format json 2>"$RESULTS/standalone.log" &
@@ -85,10 +104,15 @@ pids=()
 for f in target/local-cluster/*.pid; do pids+=(--pid "$(cat "$f")"); done
 edges=(--edge ws://127.0.0.1:18081/ws --edge ws://127.0.0.1:18082/ws)
 run "distributed closed loop C=50" "${edges[@]}" --concurrency 50 --duration "$DURATION" "${pids[@]}"
+settle
 run "distributed one session at a time" "${edges[@]}" --concurrency 1 --duration 5s "${pids[@]}"
+settle
 run "distributed idle $IDLE" "${edges[@]}" --idle "$IDLE" --hold 5s "${pids[@]}"
+settle
 run "distributed step to SLO p99 50ms" "${edges[@]}" --step-to-slo --slo-p99 50ms --start-rate 200 --step-rate 200 --duration 3s
+settle
 run "distributed churn 500 per s" "${edges[@]}" --churn 500 --duration 5s "${pids[@]}"
+settle
 if [ "$idle_max" -lt "$IDLE_MAX" ]; then
   {
     echo "## one edge idle $IDLE_MAX"

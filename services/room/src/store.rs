@@ -110,6 +110,10 @@ pub struct Answerer<'a> {
 
 /// Outcome of [`Store::claim`], in the order the claim checks them.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per answer and matched at once, never stored"
+)]
 pub enum Claim {
     /// No such live offer or call.
     NotFound,

@@ -174,6 +174,17 @@ impl Client {
         }
     }
 
+    /// The next `error` frame (other messages stay unread): its `req` and code.
+    pub async fn next_error(&mut self) -> (Option<Req>, ErrorCode) {
+        match self
+            .next_where(|m| matches!(m, ServerMessage::Error { .. }))
+            .await
+        {
+            ServerMessage::Error { req, code, .. } => (req, code),
+            _ => unreachable!("matched an error"),
+        }
+    }
+
     /// Reads until the server closes; returns its close frame, if it sent one.
     pub async fn closed(mut self) -> Option<CloseFrame> {
         loop {
