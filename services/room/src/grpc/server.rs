@@ -169,6 +169,12 @@ struct Slot<S, B> {
     running: bool,
 }
 
+/// Whether a session's work is over (it was closed or detached).
+enum Ended {
+    Yes,
+    No,
+}
+
 enum Work {
     Open(PeerId, SessionState, Instant),
     Request(Call),
@@ -287,9 +293,10 @@ impl<S: Store, B: Bus> Link<S, B> {
         true
     }
 
-    /// Handles a session's queued work in order, then parks the session. What
-    /// it awaits is boxed: this task is spawned for every burst of work, and an
-    /// inline session future made each one ~3.7 KiB.
+    /// Handles a session's queued work in order, then parks the session. Each
+    /// item is handled in its own boxed future: this task is spawned for every
+    /// burst of work, and with an item's futures inline it weighed ~3.7 KiB
+    /// (a thousand sessions opening at once: megabytes).
     async fn work(self: Arc<Self>, id: u64, mut session: Option<Session<S, B>>) {
         loop {
             let next = {
@@ -308,49 +315,58 @@ impl<S: Store, B: Bus> Link<S, B> {
                     }
                 }
             };
-            match next {
-                Work::Open(peer, state, arrived) => {
-                    let outbox = Outbox::new(StreamOutbox {
-                        session: id,
-                        tx: self.tx.clone(),
-                        ended: self.ended.clone(),
-                    });
-                    let opening = match state == SessionState::default() {
-                        true => Box::pin(self.room.connect_session(peer, outbox)).await,
-                        false => Box::pin(self.room.resume(peer, outbox, state)).await,
-                    };
-                    if let Err(err) = &opening {
-                        tracing::warn!(%peer, error = ?err, "could not open session");
-                    }
-                    let status = opening
-                        .as_ref()
-                        .map_or_else(|e| e.code().as_str(), |_| "ok");
-                    metrics::grpc_request(Side::Server, "open", status, arrived.elapsed());
-                    self.send(opened(id, opening.as_ref().err())).await;
-                    session = opening.ok();
+            if let Ended::Yes = Box::pin(self.work_on(id, next, &mut session)).await {
+                return;
+            }
+        }
+    }
+
+    /// Handles one item of session `id`'s work.
+    async fn work_on(&self, id: u64, next: Work, session: &mut Option<Session<S, B>>) -> Ended {
+        match next {
+            Work::Open(peer, state, arrived) => {
+                let outbox = Outbox::new(StreamOutbox {
+                    session: id,
+                    tx: self.tx.clone(),
+                    ended: self.ended.clone(),
+                });
+                let opening = match state == SessionState::default() {
+                    true => self.room.connect_session(peer, outbox).await,
+                    false => self.room.resume(peer, outbox, state).await,
+                };
+                if let Err(err) = &opening {
+                    tracing::warn!(%peer, error = ?err, "could not open session");
                 }
-                Work::Request(call) => {
-                    let call_id = call.id;
-                    let result = Box::pin(handle(session.as_mut(), call)).await;
-                    if let Err(RoomError::Unavailable(cause)) = &result {
-                        tracing::warn!(error = %cause, "request failed");
-                    }
-                    self.send(reply(id, call_id, result)).await;
+                let status = opening
+                    .as_ref()
+                    .map_or_else(|e| e.code().as_str(), |_| "ok");
+                metrics::grpc_request(Side::Server, "open", status, arrived.elapsed());
+                self.send(opened(id, opening.as_ref().err())).await;
+                *session = opening.ok();
+                Ended::No
+            }
+            Work::Request(call) => {
+                let call_id = call.id;
+                let result = handle(session.as_mut(), call).await;
+                if let Err(RoomError::Unavailable(cause)) = &result {
+                    tracing::warn!(error = %cause, "request failed");
                 }
-                Work::Close(_) | Work::Detach => {
-                    let started = Instant::now();
-                    if let Some(session) = session.take() {
-                        match next {
-                            Work::Close(how) => Box::pin(session.close(how)).await,
-                            _ => Box::pin(session.detach()).await,
-                        }
+                self.send(reply(id, call_id, result)).await;
+                Ended::No
+            }
+            Work::Close(_) | Work::Detach => {
+                let started = Instant::now();
+                if let Some(session) = session.take() {
+                    match next {
+                        Work::Close(how) => session.close(how).await,
+                        _ => session.detach().await,
                     }
-                    if matches!(next, Work::Close(_)) {
-                        metrics::grpc_request(Side::Server, "close", "ok", started.elapsed());
-                    }
-                    self.slots().remove(&id);
-                    return;
                 }
+                if matches!(next, Work::Close(_)) {
+                    metrics::grpc_request(Side::Server, "close", "ok", started.elapsed());
+                }
+                self.slots().remove(&id);
+                Ended::Yes
             }
         }
     }
