@@ -53,20 +53,22 @@ const LOOPBACK_SOURCES: u32 = 16;
 async fn loopback_stream(
     url: &str,
 ) -> Result<Option<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio_tungstenite::tungstenite::http::Uri;
     static NEXT: AtomicU32 = AtomicU32::new(0);
 
-    let Some(rest) = url.strip_prefix("ws://") else {
+    let Ok(uri) = url.parse::<Uri>() else {
         return Ok(None);
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let Ok(target) = authority.parse::<SocketAddr>() else {
+    let ip = uri.host().and_then(|host| host.parse::<IpAddr>().ok());
+    let (Some("ws"), Some(IpAddr::V4(ip))) = (uri.scheme_str(), ip) else {
         return Ok(None);
     };
-    if !target.ip().is_loopback() || !target.is_ipv4() {
+    if !ip.is_loopback() {
         return Ok(None);
     }
+    let target = SocketAddr::from((ip, uri.port_u16().unwrap_or(80)));
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % LOOPBACK_SOURCES;
     let source = Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(n).unwrap_or(0));
     let socket = tokio::net::TcpSocket::new_v4()?;

@@ -471,7 +471,6 @@ impl Store for RedisStore {
                             .transpose()
                             .map(Option::unwrap_or_default)
                     };
-                    let corrupt = || BackendError(format!("corrupt offer record {id}"));
                     let fields = vec![
                         Some(text(2)?),
                         Some(text(3)?),
@@ -479,7 +478,7 @@ impl Store for RedisStore {
                         None,
                         Some(answerer.peer.to_string()),
                     ];
-                    let record = self.record(*id, fields).map_err(|_| corrupt())?;
+                    let record = self.record(*id, fields)?;
                     Claim::Won {
                         record,
                         waited: Duration::from_millis(text(1)?.parse().unwrap_or(0)),
