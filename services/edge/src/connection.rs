@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -36,6 +37,7 @@ use switchboard_room::{
     RoomSession,
 };
 use switchboard_telemetry::{Origin, TraceContext, metrics, trace};
+use tokio::time::error::Elapsed;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +152,8 @@ struct Connection {
     limiter: Option<Limiter>,
     limited_in_a_row: u32,
     last_seen: Instant,
+    /// Frames were written since the last flush.
+    unflushed: bool,
     calls: CallTraces,
 }
 
@@ -169,6 +173,7 @@ impl Connection {
             limiter,
             limited_in_a_row: 0,
             last_seen: Instant::now(),
+            unflushed: false,
             calls: CallTraces::default(),
         }
     }
@@ -195,6 +200,14 @@ impl Connection {
         let mut ping = interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Frames are buffered as they are written and go out together once
+            // nothing more is owed: an answer and the candidates queued behind
+            // it leave in one write.
+            if self.unflushed && !events.is_ready() {
+                if let Err(end) = Box::pin(self.flush()).await {
+                    return end;
+                }
+            }
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Err(End::Shutdown),
@@ -384,13 +397,17 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes one frame; a client that cannot take it in time is gone.
+    /// Buffers one frame for the next [`Self::flush`] (it is written at once
+    /// if the buffer is full); a client that cannot take it in time is gone.
     async fn write(&mut self, msg: Message) -> Result<(), End> {
-        match timeout(self.config.write_timeout, self.socket.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::ClientGone),
-            Err(_) => Err(End::SlowClient),
-        }
+        self.unflushed = true;
+        written(timeout(self.config.write_timeout, self.socket.feed(msg)).await)
+    }
+
+    /// Writes out every buffered frame.
+    async fn flush(&mut self) -> Result<(), End> {
+        self.unflushed = false;
+        written(timeout(self.config.write_timeout, self.socket.flush()).await)
     }
 
     /// Sends the close frame `end` calls for, then lingers (reading and
@@ -466,6 +483,15 @@ fn event_offer(msg: &ServerMessage) -> Option<&OfferId> {
         | ServerMessage::OfferClosed { offer_id, .. }
         | ServerMessage::Hangup { offer_id, .. } => Some(offer_id),
         _ => None,
+    }
+}
+
+/// What a timed write means for the connection.
+fn written(result: Result<Result<(), axum::Error>, Elapsed>) -> Result<(), End> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::ClientGone),
+        Err(_) => Err(End::SlowClient),
     }
 }
 

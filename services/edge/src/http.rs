@@ -32,6 +32,11 @@ use crate::connection;
 /// large message.
 const READ_BUFFER: usize = 1024;
 
+/// Frames owed to a client are gathered up to this many bytes and written
+/// together once nothing more is ready (see `connection`): one system call for
+/// an answer and its candidates instead of one per frame.
+const WRITE_BATCH: usize = 16 * 1024;
+
 /// Largest write backlog per client, in bytes.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -106,7 +111,7 @@ async fn websocket<R: RoomService>(
         // Small buffers: most connections are idle most of the time. Buffers grow
         // to fit a large message and the read limit bounds them.
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH)
         // Bounds what may pile up for a client that does not read; it must hold
         // the largest frame the server sends (a pending offer with a full
         // candidate buffer is ~150 KiB), whatever the client's own limit.

@@ -122,6 +122,13 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
+    /// Whether a message (or an overflow) is waiting: [`Self::recv`] would
+    /// return at once.
+    pub fn is_ready(&self) -> bool {
+        let state = self.queue.state();
+        state.overflowed || !state.items.is_empty()
+    }
+
     /// The next queued message, or [`Overflowed`] as soon as a push found the
     /// queue full. Cancel-safe: a message is only taken by the poll that
     /// returns it.
@@ -153,7 +160,9 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_flags_overflow_instead_of_growing() {
         let (outbox, mut rx) = Outbox::channel(2);
+        assert!(!rx.is_ready());
         outbox.push(pong());
+        assert!(rx.is_ready());
         outbox.push(pong());
         assert!(!rx.queue.state().overflowed);
         outbox.push(pong());

@@ -6,7 +6,10 @@
 //! the offers it made, the offers it answered); everything shared lives in the
 //! store, so any process can serve any peer.
 
+mod routes;
+
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use switchboard_proto::{
     Candidate, ClientMessage, CloseReason, OfferId, PeerId, PendingOffer, Req, RoomId, Sdp,
@@ -23,6 +26,7 @@ use crate::hub::Attachment;
 use crate::outbox::Outbox;
 use crate::room::Room;
 use crate::store::{AddCandidate, Answerer, Claim, OfferRecord, Store};
+use routes::CallRoutes;
 
 /// The direct result of a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +132,8 @@ pub struct Session<S, B> {
     made: HashMap<OfferId, RoomId>,
     /// Offers this peer answered, with their room.
     answered: HashMap<OfferId, RoomId>,
+    /// The other party of this peer's calls, for relaying candidates.
+    routes: Arc<CallRoutes>,
     /// The origin of the request being handled, passed into what it publishes.
     origin: Origin,
 }
@@ -138,7 +144,8 @@ impl<S: Store, B: Bus> Session<S, B> {
         peer: PeerId,
         outbox: Outbox,
     ) -> Result<Self, RoomError> {
-        let attachment = room.hub().attach(peer, outbox);
+        let routes = CallRoutes::new(room.config().call_ttl);
+        let attachment = room.hub().attach(peer, routes.watch(outbox));
         if let Err(err) = room.bus().subscribe(&Topic::Peer(peer)).await {
             room.hub().detach(&peer, attachment, []);
             return Err(err.into());
@@ -150,6 +157,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             rooms: HashSet::new(),
             made: HashMap::new(),
             answered: HashMap::new(),
+            routes,
             origin: Origin::default(),
         })
     }
@@ -225,30 +233,38 @@ impl<S: Store, B: Bus> Session<S, B> {
     }
 
     async fn join(&mut self, room: RoomId) -> Result<Reply, RoomError> {
+        let topic = Topic::Room(room.clone());
+        let mut announce = None;
         if !self.rooms.contains(&room) {
             if self.rooms.len() >= self.room.config().max_rooms_per_peer {
                 return Err(RoomError::too_large(
                     "in too many rooms at once; leave one first",
                 ));
             }
+            // Subscribed before the offers are listed: an offer made after the
+            // listing reaches this peer as an event.
             self.room.hub().join(&room, self.peer, self.attachment);
-            let topic = Topic::Room(room.clone());
             if let Err(err) = self.room.bus().subscribe(&topic).await {
                 self.room.hub().leave(&room, &self.peer, self.attachment);
                 return Err(err.into());
             }
             self.rooms.insert(room.clone());
-            let event = Event::PeerJoined {
+            announce = Some(Event::PeerJoined {
                 room: room.clone(),
                 peer: self.peer,
-            };
-            self.room.publish(&topic, event, &self.origin).await?;
+            });
         }
-        let offers = self
-            .room
-            .store()
-            .room_offers(&room)
-            .await?
+        // The announcement and the listing go to the store together (one round
+        // trip when they share a connection).
+        let announced = async {
+            match announce {
+                Some(event) => self.room.publish(&topic, event, &self.origin).await,
+                None => Ok(()),
+            }
+        };
+        let (announced, offers) = tokio::join!(announced, self.room.store().room_offers(&room));
+        announced?;
+        let offers = offers?
             .into_iter()
             .filter(|(o, _)| offer_visible_to(&self.peer, &o.caller, o.to.as_ref()))
             .map(|(o, candidates)| {
@@ -381,33 +397,41 @@ impl<S: Store, B: Bus> Session<S, B> {
         offer_id: OfferId,
         candidate: Candidate,
     ) -> Result<Reply, RoomError> {
-        let max = self.room.config().max_buffered_candidates;
-        let added = self
-            .room
-            .store()
-            .add_candidate(&offer_id, &self.peer, &candidate, max)
-            .await?;
-        match added {
-            AddCandidate::Buffered => Ok(Reply::Done),
-            AddCandidate::BufferFull => Err(RoomError::too_large(
-                "this offer already holds the most candidates it can buffer",
-            )),
-            AddCandidate::NotFound => Err(RoomError::OfferNotFound),
-            AddCandidate::NotBuffered(parties) => {
-                let Some(other) = parties.counterpart(&self.peer) else {
-                    return Err(RoomError::not_allowed(
-                        "only the caller may send candidates for a pending offer, and only the two parties once it is answered",
-                    ));
-                };
-                let relay = ServerMessage::Candidate {
-                    offer_id,
-                    from: self.peer,
-                    candidate,
-                };
-                self.room.send_to(other, relay, &self.origin).await?;
-                Ok(Reply::Done)
+        // A call this peer is known to be in needs no word from the store.
+        let other = match self.routes.other(&offer_id) {
+            Some(other) => other,
+            None => {
+                let max = self.room.config().max_buffered_candidates;
+                let added = self
+                    .room
+                    .store()
+                    .add_candidate(&offer_id, &self.peer, &candidate, max)
+                    .await?;
+                match added {
+                    AddCandidate::Buffered => return Ok(Reply::Done),
+                    AddCandidate::BufferFull => {
+                        return Err(RoomError::too_large(
+                            "this offer already holds the most candidates it can buffer",
+                        ));
+                    }
+                    AddCandidate::NotFound => return Err(RoomError::OfferNotFound),
+                    AddCandidate::NotBuffered(parties) => {
+                        parties.counterpart(&self.peer).ok_or_else(|| {
+                            RoomError::not_allowed(
+                                "only the caller may send candidates for a pending offer, and only the two parties once it is answered",
+                            )
+                        })?
+                    }
+                }
             }
-        }
+        };
+        let relay = ServerMessage::Candidate {
+            offer_id,
+            from: self.peer,
+            candidate,
+        };
+        self.room.send_to(other, relay, &self.origin).await?;
+        Ok(Reply::Done)
     }
 
     async fn answer(&mut self, offer_id: OfferId, sdp: Sdp) -> Result<Reply, RoomError> {
@@ -449,6 +473,7 @@ impl<S: Store, B: Bus> Session<S, B> {
             Claim::Taken => return Err(RoomError::OfferTaken),
         };
         self.answered.insert(offer_id, record.room.clone());
+        self.routes.learn(offer_id, record.caller);
         // The claim is won: from here on nothing may turn it into an error, or
         // the answerer would retry into `offer_taken`. Announcements are best
         // effort (the caller's edge sees a failure as a dead peer anyway).
@@ -457,9 +482,6 @@ impl<S: Store, B: Bus> Session<S, B> {
             from: self.peer,
             sdp,
         };
-        if let Err(err) = self.room.send_to(record.caller, answer, &self.origin).await {
-            tracing::warn!(%offer_id, error = %err, "could not relay an answer");
-        }
         let closed = Event::OfferClosed {
             offer_id,
             room: record.room.clone(),
@@ -468,11 +490,15 @@ impl<S: Store, B: Bus> Session<S, B> {
             answerer: Some(self.peer),
             reason: CloseReason::Answered,
         };
-        if let Err(err) = self
-            .room
-            .publish(&Topic::Room(record.room), closed, &self.origin)
-            .await
-        {
+        let topic = Topic::Room(record.room);
+        let (relayed, announced) = tokio::join!(
+            self.room.send_to(record.caller, answer, &self.origin),
+            self.room.publish(&topic, closed, &self.origin),
+        );
+        if let Err(err) = relayed {
+            tracing::warn!(%offer_id, error = %err, "could not relay an answer");
+        }
+        if let Err(err) = announced {
             tracing::warn!(%offer_id, error = %err, "could not announce an answered offer");
         }
         Ok(Reply::Answered {
@@ -515,6 +541,7 @@ impl<S: Store, B: Bus> Session<S, B> {
         room: &RoomId,
         reason: CloseReason,
     ) -> Result<(), RoomError> {
+        self.routes.forget(offer_id);
         let removed = self.room.store().remove_offer(offer_id, room).await?;
         self.made.remove(offer_id);
         self.answered.remove(offer_id);

@@ -65,8 +65,14 @@ pub async fn run_room(
             let hub = Hub::new();
             let replica = format!("{:016x}", rand::random::<u64>());
             let store = RedisStore::connect(&url, &prefix).await?;
-            let (bus, subscriber) =
-                RedisBus::connect(&url, &prefix, &replica, Arc::clone(&hub)).await?;
+            let (bus, subscriber) = RedisBus::connect(
+                &url,
+                &prefix,
+                &replica,
+                store.connection(),
+                Arc::clone(&hub),
+            )
+            .await?;
             let tasks = TaskTracker::new();
             tasks.spawn(subscriber.run(shutdown.clone()));
             tracing::info!(%prefix, %replica, "using redis");

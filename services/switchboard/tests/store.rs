@@ -100,6 +100,18 @@ async fn only_the_caller_buffers_and_only_up_to_the_limit(store: &impl Store) {
             .expect("add"),
         AddCandidate::BufferFull
     );
+    let claim = store
+        .claim(&offer.id, answerer(&stranger, &offer), CALL_TTL)
+        .await
+        .expect("claim");
+    let Claim::Won { candidates, .. } = claim else {
+        panic!("the claim should win, got {claim:?}");
+    };
+    assert_eq!(
+        candidates,
+        vec![candidate(0), candidate(1)],
+        "a refused candidate is not buffered"
+    );
     let unknown = OfferId::random();
     assert_eq!(
         store
@@ -329,6 +341,47 @@ async fn pending_offers_are_counted_with_the_soonest_deadline(store: &impl Store
         .await
         .expect("remove");
     assert_eq!(store.pending().await.expect("pending"), (0, None));
+}
+
+/// Redis only: a pending offer's candidate buffer expires with the offer, so
+/// nothing is left behind by an offer nobody answers.
+#[tokio::test]
+async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
+    let dir = process::log_dir("store");
+    let server = process::redis(&dir).await;
+    let url = format!("redis://{}/", server.addr);
+    let store = RedisStore::connect(&url, "contract:")
+        .await
+        .expect("connect");
+    let caller = PeerId::random();
+    let offer = record("expiry", caller);
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    for n in 0..3 {
+        let added = store
+            .add_candidate(&offer.id, &caller, &candidate(n), 8)
+            .await
+            .expect("add");
+        assert_eq!(added, AddCandidate::Buffered);
+    }
+    let client = ::redis::Client::open(url).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut pttl = async |key: String| -> i64 {
+        ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("pttl")
+    };
+    let offer_ms = pttl(format!("contract:offer:{}", offer.id)).await;
+    let buffer_ms = pttl(format!("contract:offer:{}:candidates", offer.id)).await;
+    assert!(offer_ms > 0, "the offer expires ({offer_ms})");
+    assert!(
+        (offer_ms - buffer_ms).abs() < 1000,
+        "the buffer expires with the offer: offer in {offer_ms} ms, buffer in {buffer_ms} ms"
+    );
 }
 
 macro_rules! contract {

@@ -32,7 +32,7 @@ use crate::error::BackendError;
 use crate::event::{Event, Topic, origin_from_pb};
 use crate::hub::Hub;
 use crate::keys::{Key, Keys};
-use crate::store::redis::{COMMAND_TIMEOUT, backend, client, connection_manager};
+use crate::store::redis::{COMMAND_TIMEOUT, backend, client};
 
 /// How long a readiness probe may take to come back.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -92,16 +92,18 @@ impl std::fmt::Debug for Subscriber {
 }
 
 impl RedisBus {
-    /// Connects the publisher and the subscriber connections. `replica` names
-    /// this process (for its probe channel). Run the returned [`Subscriber`].
+    /// Connects the subscriber connection; events are published on `publisher`
+    /// (the store's connection: a store command and a publish issued together
+    /// share a write, and Redis answers both in one). `replica` names this
+    /// process (for its probe channel). Run the returned [`Subscriber`].
     pub async fn connect(
         url: &str,
         prefix: &str,
         replica: &str,
+        publisher: ConnectionManager,
         hub: Arc<Hub>,
     ) -> Result<(Self, Subscriber), BackendError> {
         let client = client(url)?;
-        let publisher = connection_manager(&client).await?;
         let first = connect_pubsub(&client).await?;
         let keys = Keys::new(prefix);
         let bus = RedisBus {

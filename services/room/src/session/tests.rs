@@ -378,8 +378,79 @@ async fn answered_calls_are_forgotten_silently_after_the_call_ttl() {
     tokio::time::advance(RoomConfig::default().call_ttl).await;
     assert_eq!(room.sweep_expired().await.expect("sweep"), 0);
     assert!(closed(&caller.events()).is_empty() && closed(&callee.events()).is_empty());
+    for side in [&mut caller, &mut callee] {
+        let late = side
+            .send(ClientMessage::Candidate {
+                offer_id: call,
+                candidate: candidate(2),
+            })
+            .await;
+        assert!(
+            matches!(late, Err(RoomError::OfferNotFound)),
+            "an expired call relays nothing: {late:?}"
+        );
+    }
     let gone = caller.send(ClientMessage::Hangup { offer_id: call }).await;
     assert!(matches!(gone, Err(RoomError::OfferNotFound)));
+}
+
+/// Candidates after the answer are relayed from what each session learnt of
+/// the call; a hang-up by either side ends that at once for both.
+#[tokio::test]
+async fn once_either_side_hangs_up_neither_relays_candidates() {
+    let room = Room::in_memory(RoomConfig::default());
+    let (mut caller, mut callee) = (Peer::connect(&room).await, Peer::connect(&room).await);
+    caller.join(&lobby()).await;
+    callee.join(&lobby()).await;
+    for caller_hangs_up in [true, false] {
+        let call = caller.offer(&lobby()).await;
+        callee
+            .send(ClientMessage::Answer {
+                offer_id: call,
+                sdp: sdp(),
+            })
+            .await
+            .expect("answer");
+        // Each side knows the other without asking the store.
+        assert_eq!(callee.session.routes.other(&call), Some(caller.id()));
+        assert_eq!(caller.session.routes.other(&call), Some(callee.id()));
+        for side in [&mut caller, &mut callee] {
+            let relayed = side
+                .send(ClientMessage::Candidate {
+                    offer_id: call,
+                    candidate: candidate(1),
+                })
+                .await;
+            assert_eq!(relayed.expect("relayed"), Reply::Done);
+        }
+        let (ends, other) = match caller_hangs_up {
+            true => (&mut caller, &mut callee),
+            false => (&mut callee, &mut caller),
+        };
+        ends.send(ClientMessage::Hangup { offer_id: call })
+            .await
+            .expect("hangup");
+        assert!(
+            other
+                .events()
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Hangup { offer_id, .. } if *offer_id == call))
+        );
+        for side in [ends, other] {
+            let late = side
+                .send(ClientMessage::Candidate {
+                    offer_id: call,
+                    candidate: candidate(2),
+                })
+                .await;
+            assert!(
+                matches!(late, Err(RoomError::OfferNotFound)),
+                "caller hung up: {caller_hangs_up}, got {late:?}"
+            );
+        }
+        caller.events();
+        callee.events();
+    }
 }
 
 #[test]

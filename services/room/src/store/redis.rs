@@ -67,6 +67,8 @@ impl Scripts {
         // that reads a 4.5 KB string into Lua costs several times one that
         // does not, and no script needs it.
         const READ: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'answerer', 'deadline')";
+        // The same, and when the offer was created (`f[6]`).
+        const READ_CREATED: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'answerer', 'deadline', 'created')";
         // Whether the record in `f` is missing, or a pending offer past its deadline.
         const GONE: &str = "local gone = (not f[2]) or ((not f[4]) and tonumber(f[5]) <= now)";
         // The record in `f`, in the order of `FIELDS` (without its SDP).
@@ -77,9 +79,10 @@ impl Scripts {
                 "{NOW}
                 local deadline = now + tonumber(ARGV[6])
                 local keep = tonumber(ARGV[6]) + tonumber(ARGV[7])
-                redis.call('HSET', KEYS[1], 'room', ARGV[2], 'caller', ARGV[3], 'sdp', ARGV[5], 'deadline', deadline, 'created', now_us)
-                if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'to', ARGV[4]) end
-                if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'trace', ARGV[8]) end
+                local h = {{'room', ARGV[2], 'caller', ARGV[3], 'sdp', ARGV[5], 'deadline', deadline, 'created', now_us}}
+                if ARGV[4] ~= '' then table.insert(h, 'to'); table.insert(h, ARGV[4]) end
+                if ARGV[8] ~= '' then table.insert(h, 'trace'); table.insert(h, ARGV[8]) end
+                redis.call('HSET', KEYS[1], unpack(h))
                 redis.call('PEXPIRE', KEYS[1], keep)
                 redis.call('SADD', KEYS[2], ARGV[1])
                 redis.call('PEXPIRE', KEYS[2], keep)
@@ -94,16 +97,22 @@ impl Scripts {
                 if gone then return nil end
                 return {RECORD}"
             )),
-            // KEYS: offer, candidates. ARGV: from, candidate JSON, max.
+            // KEYS: offer, candidates. ARGV: from, candidate JSON, max, grace ms.
+            // Each `redis.call` costs several µs: the common case makes three.
+            // The buffer expires with its offer (at deadline + grace), set
+            // when the first candidate creates it.
             add_candidate: Script::new(&format!(
                 "{NOW}
                 {READ}
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[4] or f[2] ~= ARGV[1] then return {{'parties', f[2], f[4] or ''}} end
-                if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {{'full'}} end
-                redis.call('RPUSH', KEYS[2], ARGV[2])
-                redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+                local n = redis.call('RPUSH', KEYS[2], ARGV[2])
+                if n > tonumber(ARGV[3]) then
+                    redis.call('RPOP', KEYS[2])
+                    return {{'full'}}
+                end
+                if n == 1 then redis.call('PEXPIREAT', KEYS[2], tonumber(f[5]) + tonumber(ARGV[4])) end
                 return {{'buffered'}}"
             )),
             // KEYS: offer, candidates, expiries, then the room index of each
@@ -112,7 +121,7 @@ impl Scripts {
             // in the order of `Claim`; claims only when all pass.
             claim: Script::new(&format!(
                 "{NOW}
-                {READ}
+                {READ_CREATED}
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[2] == ARGV[1] then return {{'own'}} end
@@ -123,7 +132,7 @@ impl Scripts {
                 end
                 if not index then return {{'not_in_room'}} end
                 if f[4] then return {{'taken'}} end
-                local created = tonumber(redis.call('HGET', KEYS[1], 'created') or now_us)
+                local created = tonumber(f[6] or now_us)
                 redis.call('HSET', KEYS[1], 'answerer', ARGV[1])
                 redis.call('HDEL', KEYS[1], 'sdp')
                 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
@@ -179,6 +188,11 @@ impl RedisStore {
             keys: Keys::new(prefix),
             scripts: std::sync::Arc::new(Scripts::new()),
         })
+    }
+
+    /// The store's connection, to share with the bus's publisher.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     fn key(&self, key: Key<'_>) -> String {
@@ -412,6 +426,7 @@ impl Store for RedisStore {
                 .arg(from.as_str())
                 .arg(json)
                 .arg(max)
+                .arg(ms(GRACE))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(backend)?;
