@@ -10,6 +10,7 @@
 # range): REDIS_PORT=16390, ROOM_PORTS="15061 15062",
 # EDGE_PORTS="18081 18082"; each process's admin port (/metrics, /livez,
 # /readyz) is its port + 1000 (rooms 16061 16062, edges 19081 19082).
+# SWITCHBOARD_BIN runs another build (nothing is built then).
 # Logs and pids go to $CLUSTER_DIR (default
 # target/local-cluster). Extra edge flags: EDGE_ARGS (default "--ice-server none").
 # Every process runs one runtime thread (SWITCHBOARD_WORKER_THREADS, default 1).
@@ -24,7 +25,7 @@ CLUSTER_DIR=${CLUSTER_DIR:-target/local-cluster}
 # Five processes share this machine's cores: one runtime thread each is the
 # cheapest per message (no cross-thread wake-ups). Override to compare.
 export SWITCHBOARD_WORKER_THREADS=${SWITCHBOARD_WORKER_THREADS:-1}
-BIN=target/release/switchboard
+BIN=${SWITCHBOARD_BIN:-target/release/switchboard}
 
 wait_for_port() { # port what
   for _ in $(seq 1 100); do
@@ -47,7 +48,7 @@ start() {
   if ls "$CLUSTER_DIR"/*.pid >/dev/null 2>&1; then
     echo "already running? run '$0 stop' first" >&2; exit 1
   fi
-  cargo build --release --quiet
+  [ -n "${SWITCHBOARD_BIN:-}" ] || cargo build --release --quiet
   start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
   wait_for_port "$REDIS_PORT" redis
   local rooms=() i=1

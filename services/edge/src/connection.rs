@@ -121,7 +121,8 @@ pub(crate) fn run<R: RoomService>(
         let mut session = match Box::pin(rooms.connect(peer, outbox)).await {
             Ok(session) => session,
             Err(err) => {
-                tracing::warn!(error = %err, "room service refused the session");
+                let cause = std::error::Error::source(&err).map(ToString::to_string);
+                tracing::warn!(error = %err, cause, "room service refused the session");
                 metrics::connection_closed(End::RoomUnavailable.label());
                 Box::pin(conn.close(End::RoomUnavailable)).await;
                 return;
