@@ -61,6 +61,23 @@ impl Peer {
         }
     }
 
+    async fn candidate(&mut self, offer_id: OfferId, n: u32) -> Result<Reply, RoomError> {
+        let candidate = candidate(n);
+        self.send(ClientMessage::Candidate {
+            offer_id,
+            candidate,
+        })
+        .await
+    }
+
+    async fn answer(&mut self, offer_id: OfferId) -> Result<Reply, RoomError> {
+        self.send(ClientMessage::Answer {
+            offer_id,
+            sdp: sdp(),
+        })
+        .await
+    }
+
     /// Every event queued so far (delivery is synchronous in memory).
     fn events(&mut self) -> Vec<ServerMessage> {
         let mut out = Vec::new();
@@ -379,12 +396,7 @@ async fn answered_calls_are_forgotten_silently_after_the_call_ttl() {
     assert_eq!(room.sweep_expired().await.expect("sweep"), 0);
     assert!(closed(&caller.events()).is_empty() && closed(&callee.events()).is_empty());
     for side in [&mut caller, &mut callee] {
-        let late = side
-            .send(ClientMessage::Candidate {
-                offer_id: call,
-                candidate: candidate(2),
-            })
-            .await;
+        let late = side.candidate(call, 2).await;
         assert!(
             matches!(late, Err(RoomError::OfferNotFound)),
             "an expired call relays nothing: {late:?}"
@@ -404,24 +416,12 @@ async fn once_either_side_hangs_up_neither_relays_candidates() {
     callee.join(&lobby()).await;
     for caller_hangs_up in [true, false] {
         let call = caller.offer(&lobby()).await;
-        callee
-            .send(ClientMessage::Answer {
-                offer_id: call,
-                sdp: sdp(),
-            })
-            .await
-            .expect("answer");
+        callee.answer(call).await.expect("answer");
         // Each side knows the other without asking the store.
         assert_eq!(callee.session.routes.other(&call), Some(caller.id()));
         assert_eq!(caller.session.routes.other(&call), Some(callee.id()));
         for side in [&mut caller, &mut callee] {
-            let relayed = side
-                .send(ClientMessage::Candidate {
-                    offer_id: call,
-                    candidate: candidate(1),
-                })
-                .await;
-            assert_eq!(relayed.expect("relayed"), Reply::Done);
+            assert_eq!(side.candidate(call, 1).await.expect("relayed"), Reply::Done);
         }
         let (ends, other) = match caller_hangs_up {
             true => (&mut caller, &mut callee),
@@ -437,12 +437,7 @@ async fn once_either_side_hangs_up_neither_relays_candidates() {
                 .any(|m| matches!(m, ServerMessage::Hangup { offer_id, .. } if *offer_id == call))
         );
         for side in [ends, other] {
-            let late = side
-                .send(ClientMessage::Candidate {
-                    offer_id: call,
-                    candidate: candidate(2),
-                })
-                .await;
+            let late = side.candidate(call, 2).await;
             assert!(
                 matches!(late, Err(RoomError::OfferNotFound)),
                 "caller hung up: {caller_hangs_up}, got {late:?}"
