@@ -3,8 +3,9 @@
 //! events, and returns the direct [`Reply`].
 //!
 //! A session remembers only what it needs to clean up after its peer (its rooms,
-//! the offers it made, the offers it answered); everything shared lives in the
-//! store, so any process can serve any peer.
+//! the offers it made, the offers it answered) and, to spare the store a lookup
+//! per candidate, the other party of each of its calls ([`routes`]); everything
+//! shared lives in the store, so any process can serve any peer.
 
 mod routes;
 
