@@ -149,12 +149,7 @@ async fn pending_offers_expire_after_their_ttl_and_both_sides_hear_of_it() {
         closed(&caller.events()),
         vec![(offer_id, CloseReason::Expired)]
     );
-    let answer = viewer
-        .send(ClientMessage::Answer {
-            offer_id,
-            sdp: sdp(),
-        })
-        .await;
+    let answer = viewer.answer(offer_id).await;
     assert!(matches!(answer, Err(RoomError::OfferNotFound)));
 }
 
@@ -229,13 +224,7 @@ async fn buffered_candidates_go_to_the_winner_then_candidates_are_relayed() {
             .await;
         assert_eq!(r.expect("buffered"), Reply::Done);
     }
-    let won = callee
-        .send(ClientMessage::Answer {
-            offer_id,
-            sdp: sdp(),
-        })
-        .await
-        .expect("answer");
+    let won = callee.answer(offer_id).await.expect("answer");
     assert_eq!(
         won,
         Reply::Answered {
@@ -279,13 +268,7 @@ async fn only_the_first_answer_wins() {
     }
     let mut answers = Vec::new();
     for p in &mut callees {
-        answers.push(
-            p.send(ClientMessage::Answer {
-                offer_id,
-                sdp: sdp(),
-            })
-            .await,
-        );
+        answers.push(p.answer(offer_id).await);
     }
     let wins = answers
         .iter()
@@ -307,13 +290,7 @@ async fn answered_call_and_pending_offer()
     caller.join(&lobby()).await;
     callee.join(&lobby()).await;
     let call = caller.offer(&lobby()).await;
-    callee
-        .send(ClientMessage::Answer {
-            offer_id: call,
-            sdp: sdp(),
-        })
-        .await
-        .expect("answer");
+    callee.answer(call).await.expect("answer");
     let pending = caller.offer(&lobby()).await;
     callee.events();
     (room, caller, callee, call, pending)
@@ -371,13 +348,7 @@ async fn answered_calls_are_forgotten_silently_after_the_call_ttl() {
     caller.join(&lobby()).await;
     callee.join(&lobby()).await;
     let call = caller.offer(&lobby()).await;
-    callee
-        .send(ClientMessage::Answer {
-            offer_id: call,
-            sdp: sdp(),
-        })
-        .await
-        .expect("answer");
+    callee.answer(call).await.expect("answer");
     caller.events();
     tokio::time::advance(RoomConfig::default().offer_ttl * 2).await;
     assert_eq!(

@@ -66,9 +66,8 @@ impl Scripts {
         // Fields read by every script, in this order. Never the SDP: a script
         // that reads a 4.5 KB string into Lua costs several times one that
         // does not, and no script needs it.
-        const READ: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'answerer', 'deadline')";
-        // The same, and when the offer was created (`f[6]`).
-        const READ_CREATED: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'answerer', 'deadline', 'created')";
+        // `f[6]` is when the offer was created (the claim reports the wait).
+        const READ: &str = "local f = redis.call('HMGET', KEYS[1], 'room', 'caller', 'to', 'answerer', 'deadline', 'created')";
         // Whether the record in `f` is missing, or a pending offer past its deadline.
         const GONE: &str = "local gone = (not f[2]) or ((not f[4]) and tonumber(f[5]) <= now)";
         // The record in `f`, in the order of `FIELDS` (without its SDP).
@@ -121,7 +120,7 @@ impl Scripts {
             // in the order of `Claim`; claims only when all pass.
             claim: Script::new(&format!(
                 "{NOW}
-                {READ_CREATED}
+                {READ}
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[2] == ARGV[1] then return {{'own'}} end
