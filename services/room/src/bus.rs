@@ -18,6 +18,7 @@ use crate::event::{Event, Topic};
 
 pub mod memory;
 pub mod redis;
+mod subscriptions;
 
 /// Publish/subscribe between every process serving the same rooms.
 pub trait Bus: Send + Sync + 'static {

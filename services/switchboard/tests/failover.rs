@@ -425,3 +425,97 @@ async fn a_replica_delivers_its_own_events_exactly_once() {
     }
     c.stop().await;
 }
+
+/// Sessions starting together on one replica share `SUBSCRIBE` commands (a
+/// batch per round trip, not a command per channel); every subscription is
+/// live (an offer published on the other replica reaches each of them through
+/// Redis); and when they leave, the replica unsubscribes all their channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_starting_together_share_subscribe_commands_and_leave_nothing_subscribed() {
+    const N: usize = 40;
+    let mut c = Cluster::distributed().await;
+    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut redis)
+        .await
+        .expect("reset stats");
+
+    // N peers on replica 1 (side A), each in a room of its own: 2N channels.
+    let rooms: Vec<RoomId> = (0..N).map(|i| room(&format!("batched-{i}"))).collect();
+    let mut peers = join_all(rooms.iter().map(|lobby| {
+        let c = &c;
+        async move {
+            let mut peer = c.client(A).await;
+            peer.join(lobby).await;
+            peer
+        }
+    }))
+    .await;
+    let channels: Vec<String> = peers
+        .iter()
+        .map(|p| format!("t:peer:{}", p.peer_id))
+        .chain(rooms.iter().map(|r| format!("t:room:{r}")))
+        .collect();
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .expect("info");
+    let subscribes: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_subscribe:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("SUBSCRIBE was called");
+    assert!(
+        subscribes < channels.len(),
+        "{subscribes} SUBSCRIBE commands for {} channels",
+        channels.len()
+    );
+    let numsub = async |redis: &mut ::redis::aio::MultiplexedConnection| -> Vec<usize> {
+        let pairs: Vec<(String, usize)> = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channels)
+            .query_async(redis)
+            .await
+            .expect("numsub");
+        pairs.into_iter().map(|(_, n)| n).collect()
+    };
+    assert_eq!(
+        numsub(&mut redis).await,
+        vec![1; 2 * N],
+        "one subscriber each"
+    );
+
+    // Live: an offer made on replica 2 reaches each peer through Redis.
+    let mut caller = c.client(B).await;
+    for (lobby, peer) in rooms.iter().zip(&mut peers) {
+        caller.join(lobby).await;
+        let offer_id = caller.offer(lobby, sdp("offer", 100), None).await;
+        peer.next_where(
+            |m| matches!(m, ServerMessage::Offer { offer_id: id, .. } if *id == offer_id),
+        )
+        .await;
+        let left = caller
+            .request(ClientMessage::Leave {
+                room: lobby.clone(),
+            })
+            .await;
+        assert!(matches!(left, ServerMessage::Ok { .. }), "{left:?}");
+    }
+
+    // Leaving together: replica 1 lets go of every channel.
+    join_all(peers.into_iter().map(Client::disconnect)).await;
+    let expected = vec![0; 2 * N];
+    wait_until("replica 1 to unsubscribe every channel", || {
+        let (mut redis, numsub, expected) = (redis.clone(), &numsub, &expected);
+        async move { numsub(&mut redis).await == *expected }
+    })
+    .await;
+    c.stop().await;
+}

@@ -6,10 +6,11 @@
 //! Redis too, and are skipped: it delivered them locally when it published).
 //!
 //! Subscriptions are counted per channel, so a room with a thousand local members
-//! is one `SUBSCRIBE`. When the subscriber connection drops (Redis restarted, a
-//! network blip), the subscriber task reconnects with backoff and subscribes
-//! every channel that is still needed before it reports itself connected again:
-//! no subscription is silently lost. [`Bus::ping`] proves the whole path by
+//! is one `SUBSCRIBE`, and changes are sent in batches (see [`super::subscriptions`]):
+//! sessions starting together share one `SUBSCRIBE`. When the subscriber
+//! connection drops (Redis restarted, a network blip), the subscriber task
+//! reconnects with backoff and subscribes every channel that is still needed
+//! before it reports itself connected again: no subscription is silently lost. [`Bus::ping`] proves the whole path by
 //! publishing a probe on this process's own channel and waiting for it to come
 //! back through the subscription; readiness is built on it.
 
@@ -24,10 +25,11 @@ use redis::aio::{ConnectionManager, PubSub, PubSubSink};
 use switchboard_proto::pb;
 use switchboard_telemetry::metrics::{self, Direction, RedisCommand, time_redis};
 use switchboard_telemetry::{Origin, trace};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedMutexGuard, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Bus;
+use super::subscriptions::{Batch, Subscriptions, Ticket};
 use crate::error::BackendError;
 use crate::event::{Event, Topic, origin_from_pb};
 use crate::hub::Hub;
@@ -62,21 +64,13 @@ struct Inner {
     /// Tags what this process publishes, so that it can skip its own events.
     sender: u64,
     probe_channel: String,
-    /// Held across each SUBSCRIBE/UNSUBSCRIBE on purpose (a tokio mutex): count
-    /// changes and the commands that follow them happen in one order, so a
-    /// concurrent first-subscribe and last-unsubscribe of a channel cannot
-    /// leave Redis unsubscribed while the count says otherwise, and later
-    /// subscribers wait until the first one's SUBSCRIBE is confirmed.
-    subscriptions: tokio::sync::Mutex<Subscriptions>,
+    /// Counts and batches; never held across an `.await`.
+    subscriptions: Mutex<Subscriptions>,
+    /// The subscriber connection's command side, `None` while it is down. Held
+    /// (a tokio mutex) for a whole batch, so batches go out one at a time and
+    /// in the order they were taken.
+    sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
     probes: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-}
-
-/// What the subscriber connection must listen to, and how to reach it.
-#[derive(Default)]
-struct Subscriptions {
-    counts: HashMap<String, usize>,
-    /// `None` while the subscriber connection is down.
-    sink: Option<PubSubSink>,
 }
 
 /// The subscriber connection's task; run it (spawned) for the bus to receive.
@@ -114,7 +108,8 @@ impl RedisBus {
                 keys,
                 hub,
                 sender: rand::random(),
-                subscriptions: tokio::sync::Mutex::default(),
+                subscriptions: Mutex::default(),
+                sink: Arc::default(),
                 probes: Mutex::default(),
             }),
         };
@@ -127,6 +122,43 @@ impl RedisBus {
 
     fn probes(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
         self.inner.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscriptions(&self) -> MutexGuard<'_, Subscriptions> {
+        self.inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once the batch of `ticket` has gone through Redis: flushes it
+    /// unless a flush already took it (group commit: whoever gets the sink
+    /// first sends every change pending by then).
+    async fn flush_through(&self, ticket: Ticket) {
+        if self.subscriptions().is_done(ticket) {
+            return;
+        }
+        let sink = self.inner.sink.clone().lock_owned().await;
+        if self.subscriptions().is_done(ticket) {
+            return;
+        }
+        // A task of its own: a batch once taken is always finished, even if
+        // the session that started it is dropped meanwhile.
+        let bus = self.clone();
+        let _ = tokio::spawn(async move { bus.flush(sink).await }).await;
+    }
+
+    async fn flush(&self, mut sink: OwnedMutexGuard<Option<PubSubSink>>) {
+        let batch = self.subscriptions().take();
+        let result = match sink.as_mut() {
+            _ if batch.is_empty() => Ok(()),
+            Some(sink) => send_batch(sink, &batch).await.map_err(|err| err.0),
+            None => Err("redis subscriber connection is down".to_owned()),
+        };
+        if let Err(err) = &result {
+            tracing::warn!(error = %err, "redis subscription batch failed");
+        }
+        self.subscriptions().finish(batch, result);
     }
 
     async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<(), BackendError> {
@@ -220,7 +252,8 @@ impl Subscriber {
                             },
                         }
                     }
-                    bus.inner.subscriptions.lock().await.sink = None;
+                    *bus.inner.sink.lock().await = None;
+                    bus.subscriptions().disconnected();
                     metrics::pubsub_reconnect();
                     tracing::warn!("redis subscriber connection lost; reconnecting");
                 }
@@ -245,20 +278,45 @@ async fn resubscribe(
     pubsub: PubSub,
 ) -> Result<redis::aio::PubSubStream, BackendError> {
     let (mut sink, stream) = pubsub.split();
-    let mut subs = bus.inner.subscriptions.lock().await;
-    let mut channels: Vec<String> = subs.counts.keys().cloned().collect();
+    let mut current = bus.inner.sink.lock().await;
+    let batch = bus.subscriptions().take_all();
+    let count = batch.subscribe.len();
+    let mut channels = batch.subscribe.clone();
     channels.push(bus.inner.probe_channel.clone());
-    let count = channels.len();
-    subscribe_all(&mut sink, channels).await?;
-    subs.sink = Some(sink);
-    metrics::pubsub_subscriptions(subs.counts.len());
+    let result = timed(RedisCommand::Subscribe, sink.subscribe(channels)).await;
+    let mut subs = bus.subscriptions();
+    subs.finish(batch, result.clone().map_err(|err| err.0));
+    result?;
+    *current = Some(sink);
+    metrics::pubsub_subscriptions(subs.len());
     drop(subs);
     tracing::info!(channels = count, "redis subscriber connected");
     Ok(stream)
 }
 
-async fn subscribe_all(sink: &mut PubSubSink, channels: Vec<String>) -> Result<(), BackendError> {
-    timed(RedisCommand::Subscribe, sink.subscribe(channels)).await
+/// One batch's commands, sent together (one round trip).
+async fn send_batch(sink: &mut PubSubSink, batch: &Batch) -> Result<(), BackendError> {
+    let mut other = sink.clone();
+    let subscribe = async {
+        match batch.subscribe.is_empty() {
+            true => Ok(()),
+            false => timed(RedisCommand::Subscribe, sink.subscribe(&batch.subscribe)).await,
+        }
+    };
+    let unsubscribe = async {
+        match batch.unsubscribe.is_empty() {
+            true => Ok(()),
+            false => {
+                timed(
+                    RedisCommand::Unsubscribe,
+                    other.unsubscribe(&batch.unsubscribe),
+                )
+                .await
+            }
+        }
+    };
+    let (subscribed, unsubscribed) = tokio::join!(subscribe, unsubscribe);
+    subscribed.and(unsubscribed)
 }
 
 /// One subscriber-connection command, bounded in time and measured.
@@ -301,37 +359,28 @@ impl Bus for RedisBus {
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         let channel = self.inner.keys.channel(topic);
-        let mut subs = self.inner.subscriptions.lock().await;
-        if !subs.counts.contains_key(&channel) {
-            let sink = subs
-                .sink
-                .as_mut()
-                .ok_or_else(|| BackendError("redis subscriber connection is down".into()))?;
-            timed(RedisCommand::Subscribe, sink.subscribe(&channel)).await?;
-        }
-        *subs.counts.entry(channel).or_default() += 1;
-        metrics::pubsub_subscriptions(subs.counts.len());
-        Ok(())
+        let ticket = self.subscriptions().add(&channel);
+        let result = match ticket {
+            None => Ok(()),
+            Some(ticket) => {
+                self.flush_through(ticket).await;
+                self.subscriptions().outcome(&channel).map_err(BackendError)
+            }
+        };
+        metrics::pubsub_subscriptions(self.subscriptions().len());
+        result
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         let channel = self.inner.keys.channel(topic);
-        let mut subs = self.inner.subscriptions.lock().await;
-        let Some(count) = subs.counts.get_mut(&channel) else {
+        let Some(ticket) = self.subscriptions().remove(&channel) else {
             return Ok(());
         };
-        *count -= 1;
-        if *count > 0 {
-            return Ok(());
-        }
-        subs.counts.remove(&channel);
-        metrics::pubsub_subscriptions(subs.counts.len());
-        // Without a connection there is nothing to unsubscribe: the next one
-        // subscribes only what is still counted.
-        if let Some(sink) = subs.sink.as_mut() {
-            timed(RedisCommand::Unsubscribe, sink.unsubscribe(&channel)).await?;
-        }
-        Ok(())
+        metrics::pubsub_subscriptions(self.subscriptions().len());
+        self.flush_through(ticket).await;
+        self.subscriptions()
+            .removal_outcome(ticket)
+            .map_err(BackendError)
     }
 
     async fn publish(
