@@ -145,20 +145,28 @@ impl RedisBus {
         // A task of its own: a batch once taken is always finished, even if
         // the session that started it is dropped meanwhile.
         let bus = self.clone();
-        let _ = tokio::spawn(async move { bus.flush(sink).await }).await;
+        if let Err(err) = tokio::spawn(async move { bus.flush(sink).await }).await {
+            tracing::error!(error = %err, "redis subscription batch task failed");
+        }
     }
 
     async fn flush(&self, mut sink: OwnedMutexGuard<Option<PubSubSink>>) {
         let batch = self.subscriptions().take();
-        let result = match sink.as_mut() {
-            _ if batch.is_empty() => Ok(()),
-            Some(sink) => send_batch(sink, &batch).await.map_err(|err| err.0),
-            None => Err("redis subscriber connection is down".to_owned()),
+        let (subscribed, unsubscribed) = match sink.as_mut() {
+            _ if batch.is_empty() => (Ok(()), Ok(())),
+            Some(sink) => send_batch(sink, &batch).await,
+            // Nothing is subscribed without a connection: nothing to unsubscribe.
+            None => (
+                Err("redis subscriber connection is down".to_owned()),
+                Ok(()),
+            ),
         };
-        if let Err(err) = &result {
-            tracing::warn!(error = %err, "redis subscription batch failed");
+        for (command, result) in [("SUBSCRIBE", &subscribed), ("UNSUBSCRIBE", &unsubscribed)] {
+            if let Err(err) = result {
+                tracing::warn!(command, error = %err, "redis subscription batch failed");
+            }
         }
-        self.subscriptions().finish(batch, result);
+        self.subscriptions().finish(batch, subscribed, unsubscribed);
     }
 
     async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<(), BackendError> {
@@ -271,8 +279,8 @@ impl Subscriber {
 }
 
 /// Subscribes a fresh connection to every channel still needed, then makes it
-/// the one new subscriptions go to (all under the subscriptions lock, so no
-/// subscription can slip between the two).
+/// the one new subscriptions go to (holding the sink lock throughout, so no
+/// batch can slip between the two).
 async fn resubscribe(
     bus: &RedisBus,
     pubsub: PubSub,
@@ -285,7 +293,7 @@ async fn resubscribe(
     channels.push(bus.inner.probe_channel.clone());
     let result = timed(RedisCommand::Subscribe, sink.subscribe(channels)).await;
     let mut subs = bus.subscriptions();
-    subs.finish(batch, result.clone().map_err(|err| err.0));
+    subs.finish(batch, result.clone().map_err(|err| err.0), Ok(()));
     result?;
     *current = Some(sink);
     metrics::pubsub_subscriptions(subs.len());
@@ -294,8 +302,11 @@ async fn resubscribe(
     Ok(stream)
 }
 
-/// One batch's commands, sent together (one round trip).
-async fn send_batch(sink: &mut PubSubSink, batch: &Batch) -> Result<(), BackendError> {
+/// One batch's commands, sent together (one round trip); each has its own result.
+async fn send_batch(
+    sink: &mut PubSubSink,
+    batch: &Batch,
+) -> (Result<(), String>, Result<(), String>) {
     let mut other = sink.clone();
     let subscribe = async {
         match batch.subscribe.is_empty() {
@@ -316,7 +327,7 @@ async fn send_batch(sink: &mut PubSubSink, batch: &Batch) -> Result<(), BackendE
         }
     };
     let (subscribed, unsubscribed) = tokio::join!(subscribe, unsubscribe);
-    subscribed.and(unsubscribed)
+    (subscribed.map_err(|e| e.0), unsubscribed.map_err(|e| e.0))
 }
 
 /// One subscriber-connection command, bounded in time and measured.
@@ -359,18 +370,29 @@ impl Bus for RedisBus {
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         let channel = self.inner.keys.channel(topic);
-        let ticket = self.subscriptions().add(&channel);
-        let result = match ticket {
+        let pending = self.subscriptions().add(&channel);
+        let result = match pending {
             None => Ok(()),
-            Some(ticket) => {
-                self.flush_through(ticket).await;
-                self.subscriptions().outcome(&channel).map_err(BackendError)
+            Some(pending) => {
+                self.flush_through(pending.ticket).await;
+                match pending.result.await {
+                    Ok(result) => result.map_err(BackendError),
+                    // The batch task died before answering: take our count back.
+                    Err(_) => {
+                        self.subscriptions().release(&channel);
+                        Err(BackendError("redis subscription batch failed".into()))
+                    }
+                }
             }
         };
         metrics::pubsub_subscriptions(self.subscriptions().len());
         result
     }
 
+    /// Always succeeds once its batch is through: an `UNSUBSCRIBE` that failed
+    /// is retried with the next batch, and without a connection there is
+    /// nothing to unsubscribe (the next connection subscribes only what is
+    /// still counted).
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         let channel = self.inner.keys.channel(topic);
         let Some(ticket) = self.subscriptions().remove(&channel) else {
@@ -378,9 +400,7 @@ impl Bus for RedisBus {
         };
         metrics::pubsub_subscriptions(self.subscriptions().len());
         self.flush_through(ticket).await;
-        self.subscriptions()
-            .removal_outcome(ticket)
-            .map_err(BackendError)
+        Ok(())
     }
 
     async fn publish(

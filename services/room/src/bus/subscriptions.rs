@@ -14,13 +14,17 @@
 //! Invariants:
 //! - A channel is **live** only once Redis confirmed it and until a batch takes
 //!   its last unsubscribe: a subscriber that finds it live returns at once,
-//!   any other waits for a batch taken after its change.
+//!   any other waits for the batch that carries its change, and that batch's
+//!   own result (not whatever happens later) answers it.
 //! - A batch is computed from the net change (count > 0 against live), so a
 //!   channel subscribed and left between two batches costs no command.
-//! - A subscribe whose batch failed is undone: its count is taken back and the
-//!   caller gets the error.
+//! - A subscriber whose `SUBSCRIBE` failed, or who stopped waiting, is taken
+//!   back out of the count. A failed `UNSUBSCRIBE` is retried with the next
+//!   batch. The two commands of a batch succeed or fail independently.
 
 use std::collections::{HashMap, HashSet};
+
+use tokio::sync::oneshot;
 
 /// What the subscriber connection listens to. Plain data: the bus holds it
 /// behind a mutex and does the I/O.
@@ -31,18 +35,27 @@ pub(crate) struct Subscriptions {
     dirty: HashSet<String>,
     /// Channels Redis confirmed, minus those a batch is unsubscribing.
     live: HashSet<String>,
+    /// Subscribers waiting for the next batch, with where to send its result.
+    waiting: Vec<Waiter>,
     /// Batches taken so far; a change made now goes out with batch `taken + 1`.
     taken: u64,
     /// Batches finished so far (batches finish in the order they are taken).
     finished: u64,
-    /// The last failed batch and why.
-    failure: Option<(u64, String)>,
 }
+
+type Waiter = (String, oneshot::Sender<Result<(), String>>);
 
 /// The batch a change goes out with: wait until it [`is_done`](Subscriptions::is_done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub(crate) struct Ticket(u64);
+
+/// A subscriber's wait: flush through `ticket`, then `result` holds the answer.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub ticket: Ticket,
+    pub result: oneshot::Receiver<Result<(), String>>,
+}
 
 /// Changes taken together: one `SUBSCRIBE` and one `UNSUBSCRIBE` (either may be empty).
 #[derive(Debug)]
@@ -50,6 +63,7 @@ pub(crate) struct Batch {
     number: u64,
     pub subscribe: Vec<String>,
     pub unsubscribe: Vec<String>,
+    waiters: Vec<Waiter>,
 }
 
 impl Batch {
@@ -60,14 +74,19 @@ impl Batch {
 
 impl Subscriptions {
     /// Counts a subscriber of `channel`; `None` if the channel is live already,
-    /// else the batch to wait for (then ask [`Self::outcome`]).
-    pub fn add(&mut self, channel: &str) -> Option<Ticket> {
+    /// else what to wait for.
+    pub fn add(&mut self, channel: &str) -> Option<Pending> {
         *self.counts.entry(channel.to_owned()).or_default() += 1;
         if self.live.contains(channel) {
             return None;
         }
         self.dirty.insert(channel.to_owned());
-        Some(self.next_ticket())
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push((channel.to_owned(), tx));
+        Some(Pending {
+            ticket: self.next_ticket(),
+            result: rx,
+        })
     }
 
     /// Takes one subscriber of `channel` away; when it was the last, the batch
@@ -92,37 +111,6 @@ impl Subscriptions {
         self.finished >= ticket.0
     }
 
-    /// After an [`Self::add`]'s ticket is done: `Ok` if the channel is live;
-    /// otherwise the subscriber is taken back and the batch's error returned.
-    pub fn outcome(&mut self, channel: &str) -> Result<(), String> {
-        if self.live.contains(channel) {
-            return Ok(());
-        }
-        if let Some(count) = self.counts.get_mut(channel) {
-            *count -= 1;
-            if *count == 0 {
-                self.counts.remove(channel);
-            }
-        }
-        Err(self.failure_message())
-    }
-
-    /// After a [`Self::remove`]'s ticket is done: the error if its batch (or a
-    /// later one) failed.
-    pub fn removal_outcome(&self, ticket: Ticket) -> Result<(), String> {
-        match &self.failure {
-            Some((batch, _)) if *batch >= ticket.0 => Err(self.failure_message()),
-            _ => Ok(()),
-        }
-    }
-
-    fn failure_message(&self) -> String {
-        match &self.failure {
-            Some((_, message)) => message.clone(),
-            None => "redis subscriber connection is down".to_owned(),
-        }
-    }
-
     /// Every pending change as one batch. Channels it unsubscribes stop being
     /// live now (a subscriber arriving meanwhile waits for the next batch).
     pub fn take(&mut self) -> Batch {
@@ -131,6 +119,7 @@ impl Subscriptions {
             number: self.taken,
             subscribe: Vec::new(),
             unsubscribe: Vec::new(),
+            waiters: std::mem::take(&mut self.waiting),
         };
         for channel in self.dirty.drain() {
             let wanted = self.counts.contains_key(&channel);
@@ -155,24 +144,54 @@ impl Subscriptions {
             number: self.taken,
             subscribe: self.counts.keys().cloned().collect(),
             unsubscribe: Vec::new(),
+            waiters: std::mem::take(&mut self.waiting),
         }
     }
 
-    /// Records how `batch` went. Subscribed channels become live; one whose
-    /// last subscriber left meanwhile is marked for the next batch to drop.
-    pub fn finish(&mut self, batch: Batch, result: Result<(), String>) {
+    /// Records how `batch`'s two commands went and answers its subscribers.
+    /// Subscribed channels become live (one whose last subscriber left
+    /// meanwhile is marked for the next batch to drop); channels whose
+    /// `UNSUBSCRIBE` failed are live again and marked to be retried.
+    pub fn finish(
+        &mut self,
+        batch: Batch,
+        subscribed: Result<(), String>,
+        unsubscribed: Result<(), String>,
+    ) {
         self.finished = batch.number;
-        match result {
-            Ok(()) => {
-                for channel in batch.subscribe {
-                    if !self.counts.contains_key(&channel) {
-                        self.dirty.insert(channel.clone());
-                    }
-                    self.live.insert(channel);
+        if subscribed.is_ok() {
+            for channel in &batch.subscribe {
+                if !self.counts.contains_key(channel) {
+                    self.dirty.insert(channel.clone());
                 }
+                self.live.insert(channel.clone());
             }
-            Err(message) => self.failure = Some((batch.number, message)),
         }
+        if unsubscribed.is_err() {
+            for channel in batch.unsubscribe {
+                self.live.insert(channel.clone());
+                self.dirty.insert(channel);
+            }
+        }
+        for (channel, tx) in batch.waiters {
+            // A waiter whose channel was not in this batch's SUBSCRIBE found
+            // it live when the batch was taken.
+            let result = match &subscribed {
+                Err(message) if batch.subscribe.contains(&channel) => Err(message.clone()),
+                _ => Ok(()),
+            };
+            let failed = result.is_err();
+            let delivered = tx.send(result).is_ok();
+            if failed || !delivered {
+                self.release(&channel);
+            }
+        }
+    }
+
+    /// Takes back the count of a subscriber that failed or stopped waiting.
+    pub fn release(&mut self, channel: &str) {
+        // If it was the last, the channel is dirty: the next batch drops it.
+        let _ = self.remove(channel);
     }
 
     /// The connection is gone: nothing is live until the next one subscribes.
@@ -202,35 +221,46 @@ mod tests {
             sorted(batch.subscribe.clone()),
             sorted(batch.unsubscribe.clone()),
         );
-        subs.finish(batch, Ok(()));
+        subs.finish(batch, Ok(()), Ok(()));
         changes
+    }
+
+    fn answer(pending: &mut Pending) -> Result<(), String> {
+        pending.result.try_recv().expect("answered")
+    }
+
+    fn unanswered(pending: &mut Pending) -> bool {
+        matches!(
+            pending.result.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        )
     }
 
     #[test]
     fn changes_made_together_go_out_in_one_batch() {
         let mut subs = Subscriptions::default();
-        let a = subs.add("a").expect("not live yet");
-        let b = subs.add("b").expect("not live yet");
-        assert_eq!(a, b, "both wait for the same batch");
-        assert!(!subs.is_done(a));
+        let mut a = subs.add("a").expect("not live yet");
+        let mut b = subs.add("b").expect("not live yet");
+        assert_eq!(a.ticket, b.ticket, "both wait for the same batch");
+        assert!(!subs.is_done(a.ticket));
+        assert!(unanswered(&mut a));
         assert_eq!(flush(&mut subs), (vec!["a".into(), "b".into()], vec![]));
-        assert!(subs.is_done(a));
-        assert_eq!(subs.outcome("a"), Ok(()));
-        assert_eq!(subs.outcome("b"), Ok(()));
+        assert!(subs.is_done(a.ticket));
+        assert_eq!(answer(&mut a), Ok(()));
+        assert_eq!(answer(&mut b), Ok(()));
         assert_eq!(subs.len(), 2);
     }
 
     #[test]
     fn a_live_channel_needs_no_batch_until_its_last_subscriber_leaves() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("a");
+        let _a = subs.add("a");
         flush(&mut subs);
-        assert_eq!(subs.add("a"), None, "live already");
+        assert!(subs.add("a").is_none(), "live already");
         assert_eq!(subs.remove("a"), None, "one subscriber left");
         let last = subs.remove("a").expect("the last one leaves");
         assert_eq!(flush(&mut subs), (vec![], vec!["a".into()]));
         assert!(subs.is_done(last));
-        assert_eq!(subs.removal_outcome(last), Ok(()));
         assert_eq!(subs.len(), 0);
         assert_eq!(subs.remove("a"), None, "unknown channels are ignored");
     }
@@ -238,104 +268,144 @@ mod tests {
     #[test]
     fn a_channel_joined_and_left_between_batches_costs_nothing() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("brief");
+        let _brief = subs.add("brief");
         let _ = subs.remove("brief");
         assert!(flush(&mut subs) == (vec![], vec![]));
 
-        let _ = subs.add("kept");
+        let _kept = subs.add("kept");
         flush(&mut subs);
         let _ = subs.remove("kept");
-        assert_eq!(
-            subs.add("kept"),
-            None,
+        assert!(
+            subs.add("kept").is_none(),
             "still live: its unsubscribe was not taken"
         );
         assert!(flush(&mut subs) == (vec![], vec![]), "net: no change");
-        assert_eq!(subs.outcome("kept"), Ok(()));
     }
 
     #[test]
     fn a_subscriber_during_an_unsubscribe_on_the_wire_resubscribes_after_it() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("a");
+        let _a = subs.add("a");
         flush(&mut subs);
         let _ = subs.remove("a");
         let unsubscribing = subs.take();
         assert_eq!(unsubscribing.unsubscribe, vec!["a".to_owned()]);
-        let ticket = subs.add("a").expect("not live: it is being unsubscribed");
-        subs.finish(unsubscribing, Ok(()));
-        assert!(!subs.is_done(ticket), "waits for the batch after");
+        let mut back = subs.add("a").expect("not live: it is being unsubscribed");
+        subs.finish(unsubscribing, Ok(()), Ok(()));
+        assert!(!subs.is_done(back.ticket), "waits for the batch after");
+        assert!(unanswered(&mut back));
         assert_eq!(flush(&mut subs), (vec!["a".into()], vec![]));
-        assert!(subs.is_done(ticket));
-        assert_eq!(subs.outcome("a"), Ok(()));
+        assert_eq!(answer(&mut back), Ok(()));
     }
 
     #[test]
     fn a_second_subscriber_waits_for_the_first_ones_confirmation() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("a");
+        let mut first = subs.add("a").expect("new");
         let on_the_wire = subs.take();
-        let second = subs.add("a").expect("not confirmed yet");
-        subs.finish(on_the_wire, Ok(()));
-        assert!(!subs.is_done(second));
+        let mut second = subs.add("a").expect("not confirmed yet");
+        subs.finish(on_the_wire, Ok(()), Ok(()));
+        assert_eq!(answer(&mut first), Ok(()));
+        assert!(unanswered(&mut second), "its own batch answers it");
         assert_eq!(flush(&mut subs), (vec![], vec![]), "confirmed meanwhile");
-        assert_eq!(subs.outcome("a"), Ok(()));
+        assert_eq!(answer(&mut second), Ok(()));
+        assert_eq!(subs.len(), 1);
     }
 
     #[test]
     fn a_channel_left_while_its_subscribe_is_on_the_wire_is_dropped_next() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("a");
+        let _a = subs.add("a");
         let on_the_wire = subs.take();
         let ticket = subs.remove("a").expect("last subscriber");
-        subs.finish(on_the_wire, Ok(()));
+        subs.finish(on_the_wire, Ok(()), Ok(()));
         assert!(!subs.is_done(ticket));
         assert_eq!(flush(&mut subs), (vec![], vec!["a".into()]));
         assert!(subs.is_done(ticket));
     }
 
     #[test]
-    fn a_failed_batch_fails_its_subscribers_and_takes_their_counts_back() {
+    fn a_failed_subscribe_fails_its_own_subscribers_and_takes_their_counts_back() {
         let mut subs = Subscriptions::default();
-        let ticket = subs.add("a").expect("new");
+        let mut first = subs.add("a").expect("new");
+        let on_the_wire = subs.take();
+        let mut second = subs.add("a").expect("not confirmed yet");
+        let mut other = subs.add("b").expect("new");
+        subs.finish(on_the_wire, Ok(()), Ok(()));
         let batch = subs.take();
-        subs.finish(batch, Err("timed out: SUBSCRIBE".into()));
-        assert!(subs.is_done(ticket));
-        assert_eq!(subs.outcome("a"), Err("timed out: SUBSCRIBE".into()));
-        assert_eq!(subs.len(), 0);
+        assert_eq!(batch.subscribe, vec!["b".to_owned()], "a is live by now");
+        subs.finish(batch, Err("timed out: SUBSCRIBE".into()), Ok(()));
+        assert_eq!(answer(&mut first), Ok(()));
+        assert_eq!(
+            answer(&mut second),
+            Ok(()),
+            "a was not in the failed command"
+        );
+        assert_eq!(answer(&mut other), Err("timed out: SUBSCRIBE".into()));
+        assert_eq!(subs.len(), 1, "only the failed subscriber is taken back");
         // The next attempt is a new subscribe.
-        let _ = subs.add("a").expect("still not live");
-        assert_eq!(flush(&mut subs), (vec!["a".into()], vec![]));
+        let _again = subs.add("b").expect("still not live");
+        assert_eq!(flush(&mut subs), (vec!["b".into()], vec![]));
     }
 
     #[test]
-    fn a_failed_unsubscribe_is_reported_to_its_own_batch_only() {
+    fn a_later_failure_does_not_touch_an_earlier_answer() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("a");
-        let _ = subs.add("b");
+        let mut a = subs.add("a").expect("new");
         flush(&mut subs);
-        let a = subs.remove("a").expect("last");
+        let _b = subs.add("b").expect("new");
+        let failing = subs.take();
+        subs.finish(failing, Err("connection reset".into()), Ok(()));
+        subs.disconnected();
+        assert_eq!(answer(&mut a), Ok(()), "its own batch succeeded");
+        assert_eq!(
+            subs.len(),
+            1,
+            "a is still counted (resubscribed on reconnect)"
+        );
+        assert_eq!(sorted(subs.take_all().subscribe), vec!["a"]);
+    }
+
+    #[test]
+    fn a_failed_unsubscribe_is_retried_with_the_next_batch() {
+        let mut subs = Subscriptions::default();
+        let _a = subs.add("a");
+        flush(&mut subs);
+        let _ = subs.remove("a");
+        let mut b = subs.add("b").expect("new");
         let batch = subs.take();
-        subs.finish(batch, Err("connection reset".into()));
-        assert_eq!(subs.removal_outcome(a), Err("connection reset".into()));
-        let b = subs.remove("b").expect("last");
-        flush(&mut subs);
-        assert_eq!(subs.removal_outcome(b), Ok(()));
+        subs.finish(batch, Ok(()), Err("timed out: UNSUBSCRIBE".into()));
+        assert_eq!(answer(&mut b), Ok(()), "the SUBSCRIBE went through");
+        assert_eq!(flush(&mut subs), (vec![], vec!["a".into()]), "retried");
+    }
+
+    #[test]
+    fn a_subscriber_that_stopped_waiting_is_taken_back() {
+        let mut subs = Subscriptions::default();
+        let gone = subs.add("a").expect("new");
+        drop(gone);
+        assert_eq!(flush(&mut subs), (vec!["a".into()], vec![]));
+        assert_eq!(subs.len(), 0, "its count is released");
+        assert_eq!(
+            flush(&mut subs),
+            (vec![], vec!["a".into()]),
+            "and the channel dropped"
+        );
     }
 
     #[test]
     fn a_new_connection_subscribes_everything_counted() {
         let mut subs = Subscriptions::default();
-        let _ = subs.add("a");
-        let _ = subs.add("b");
+        let _a = subs.add("a");
+        let _b = subs.add("b");
         flush(&mut subs);
         subs.disconnected();
-        let ticket = subs.add("c").expect("nothing is live while down");
+        let mut c = subs.add("c").expect("nothing is live while down");
         let all = subs.take_all();
         assert_eq!(sorted(all.subscribe.clone()), vec!["a", "b", "c"]);
-        subs.finish(all, Ok(()));
-        assert!(subs.is_done(ticket));
-        assert_eq!(subs.outcome("c"), Ok(()));
-        assert_eq!(subs.add("a"), None, "live again");
+        subs.finish(all, Ok(()), Ok(()));
+        assert!(subs.is_done(c.ticket));
+        assert_eq!(answer(&mut c), Ok(()));
+        assert!(subs.add("a").is_none(), "live again");
     }
 }
