@@ -5,14 +5,15 @@
 //! (each envelope names its sender; a process's own events come back from
 //! Redis too, and are skipped: it delivered them locally when it published).
 //!
-//! Subscriptions are counted per channel, so a room with a thousand local members
-//! is one `SUBSCRIBE`, and changes are sent in batches (see [`super::subscriptions`]):
-//! sessions starting together share one `SUBSCRIBE`. When the subscriber
-//! connection drops (Redis restarted, a network blip), the subscriber task
-//! reconnects with backoff and subscribes every channel that is still needed
-//! before it reports itself connected again: no subscription is silently lost. [`Bus::ping`] proves the whole path by
-//! publishing a probe on this process's own channel and waiting for it to come
-//! back through the subscription; readiness is built on it.
+//! Subscriptions are counted per channel, so a room with a thousand local
+//! members is one `SUBSCRIBE`, and changes are sent in batches (see
+//! [`super::subscriptions`]): sessions starting together share one
+//! `SUBSCRIBE`. When the subscriber connection drops (Redis restarted, a
+//! network blip), the subscriber task reconnects with backoff and subscribes
+//! every channel that is still needed before it reports itself connected
+//! again: no subscription is silently lost. [`Bus::ping`] proves the whole
+//! path by publishing a probe on this process's own channel and waiting for it
+//! to come back through the subscription; readiness is built on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
