@@ -1,6 +1,7 @@
 //! Failures of the distributed topology, on real processes: Redis restarted,
 //! a room replica killed mid-call, an edge killed; and many calls across nodes
-//! at once.
+//! at once, many sessions starting together (their Redis subscriptions go out
+//! in batches and are all let go when they leave).
 
 mod harness;
 
