@@ -208,6 +208,12 @@ impl TryFrom<pb::request::Body> for ClientMessage {
             Body::Hangup(h) => ClientMessage::Hangup {
                 offer_id: offer_id(&h.offer_id)?,
             },
+            Body::CandidateBurst(_) => {
+                return Err(FieldError::new(
+                    ErrorCode::BadMessage,
+                    "a candidate burst is several messages, not one",
+                ));
+            }
         })
     }
 }
@@ -335,6 +341,22 @@ pub fn candidate_list(list: Vec<pb::Candidate>) -> Result<Vec<Candidate>, FieldE
     candidates(list)
 }
 
+/// The gRPC request body for candidates for one offer that a client sent
+/// together.
+pub fn candidate_burst(offer_id: &OfferId, list: &[Candidate]) -> pb::request::Body {
+    pb::request::Body::CandidateBurst(pb::CandidateBurst {
+        offer_id: offer_id.to_string(),
+        candidates: list.iter().map(Into::into).collect(),
+    })
+}
+
+/// The offer and candidates of a [`candidate_burst`] body.
+pub fn from_candidate_burst(
+    burst: pb::CandidateBurst,
+) -> Result<(OfferId, Vec<Candidate>), FieldError> {
+    Ok((offer_id(&burst.offer_id)?, candidates(burst.candidates)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +404,24 @@ mod tests {
             assert_eq!(ClientMessage::try_from(body).expect("valid"), msg);
         }
         assert!(ClientMessage::Ping.to_request().is_none());
+    }
+
+    #[test]
+    fn candidate_bursts_round_trip_and_are_not_one_message() {
+        let offer = OfferId::random();
+        let mut second = candidate();
+        second.candidate = "candidate:2 1 udp 1 127.0.0.1 10 typ host".into();
+        let list = vec![candidate(), second];
+        let pb::request::Body::CandidateBurst(burst) = candidate_burst(&offer, &list) else {
+            panic!("a burst body");
+        };
+        assert_eq!(
+            from_candidate_burst(burst.clone()).expect("valid"),
+            (offer, list)
+        );
+        let err = ClientMessage::try_from(pb::request::Body::CandidateBurst(burst))
+            .expect_err("a burst is not one client message");
+        assert_eq!(err.code, ErrorCode::BadMessage);
     }
 
     #[test]

@@ -26,15 +26,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use switchboard_proto::{ClientMessage, ErrorCode, OfferId, PeerId, Req, ServerMessage, client};
+use switchboard_proto::{
+    Candidate, ClientFrame, ClientMessage, ErrorCode, OfferId, PeerId, Req, ServerMessage, client,
+};
 use switchboard_room::{
-    Delivery, Goodbye, Outbox, OutboxReceiver, Overflowed, Reply, RoomError, RoomService,
-    RoomSession,
+    Delivery, Goodbye, Outbox, OutboxReceiver, Overflowed, PartlyHandled, Reply, RoomError,
+    RoomService, RoomSession,
 };
 use switchboard_telemetry::{Origin, TraceContext, metrics, trace};
 use tokio::time::error::Elapsed;
@@ -156,6 +158,9 @@ struct Connection {
     /// Frames were written since the last flush.
     unflushed: bool,
     calls: CallTraces,
+    /// A frame read ahead while gathering a burst of candidates, that did not
+    /// belong to it: the next one to handle.
+    held: Option<Option<Result<Message, axum::Error>>>,
 }
 
 impl Connection {
@@ -176,6 +181,7 @@ impl Connection {
             last_seen: Instant::now(),
             unflushed: false,
             calls: CallTraces::default(),
+            held: None,
         }
     }
 
@@ -217,7 +223,9 @@ impl Connection {
                     Ok(delivery) => Box::pin(self.deliver(delivery)).await,
                     Err(Overflowed) => Err(End::SlowClient),
                 },
-                frame = self.socket.recv() => Box::pin(self.on_frame(frame, session)).await,
+                frame = next_frame(&mut self.held, &mut self.socket) => {
+                    Box::pin(self.on_frame(frame, session)).await
+                }
                 _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
             if let Err(end) = step {
@@ -299,6 +307,17 @@ impl Connection {
             // Liveness of this connection: answered here, without the room.
             return self.send(&ServerMessage::Pong { req }).await;
         }
+        if let ClientMessage::Candidate { offer_id, .. } = &message {
+            let (more, cut) = self.gather_burst(*offer_id);
+            if !more.is_empty() || cut.is_some() {
+                let burst = Burst {
+                    first: (req, message),
+                    more,
+                    cut,
+                };
+                return Box::pin(self.on_burst(burst, origin, session)).await;
+            }
+        }
         let span = trace::request_span("ws.request", "server", &self.peer, &message);
         if let Some(call) = message_offer(&message).and_then(|id| self.calls.get(id)) {
             call.continue_in(&span);
@@ -332,14 +351,103 @@ impl Connection {
                 }
             }
             Err(err) => {
-                span.in_scope(|| match &err {
-                    RoomError::Unavailable(cause) => {
-                        tracing::warn!(error = %cause, "request failed")
-                    }
-                    _ => tracing::debug!(code = %err.code(), "request refused"),
-                });
+                log_refusal(&span, &err);
                 self.send_error(req, err.code(), err.to_string()).await
             }
+        }
+    }
+
+    /// Takes the candidates for `offer_id` that the client sent right behind
+    /// one (already read: they wait in the socket's buffer), up to
+    /// [`MAX_BURST`], and says what cut the burst short if not its end. A frame
+    /// that is not one of them is held for the next turn of the loop.
+    fn gather_burst(&mut self, offer_id: OfferId) -> (Vec<(Option<Req>, Candidate)>, Option<Cut>) {
+        let mut more = Vec::new();
+        while more.len() + 1 < MAX_BURST {
+            let Some(frame) = self.socket.recv().now_or_never() else {
+                break;
+            };
+            let next = match &frame {
+                Some(Ok(Message::Text(text))) => match client::parse(text.as_str()) {
+                    Ok(ClientFrame {
+                        req,
+                        message:
+                            ClientMessage::Candidate {
+                                offer_id: id,
+                                candidate,
+                            },
+                    }) if id == offer_id => Some((req, candidate)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some((req, candidate)) = next else {
+                self.held = Some(frame);
+                break;
+            };
+            self.last_seen = Instant::now();
+            metrics::client_message("candidate");
+            match self.admit() {
+                Ok(true) => more.push((req, candidate)),
+                Ok(false) => return (more, Some(Cut::RateLimited(req))),
+                Err(end) => return (more, Some(Cut::End(end))),
+            }
+        }
+        (more, None)
+    }
+
+    /// Handles a burst of candidates as one request and answers each as if it
+    /// had been handled alone.
+    async fn on_burst<S: RoomSession>(
+        &mut self,
+        burst: Burst,
+        origin: Origin,
+        session: &mut S,
+    ) -> Result<(), End> {
+        let Burst { first, more, cut } = burst;
+        let (
+            first_req,
+            ClientMessage::Candidate {
+                offer_id,
+                candidate,
+            },
+        ) = first
+        else {
+            unreachable!("a burst starts with a candidate");
+        };
+        let (reqs, candidates): (Vec<_>, Vec<_>) =
+            std::iter::once((first_req, candidate)).chain(more).unzip();
+        let span = trace::burst_span("ws.request", "server", &self.peer, &offer_id, reqs.len());
+        if let Some(call) = self.calls.get(&offer_id) {
+            call.continue_in(&span);
+        }
+        trace::record_trace_id(&span);
+        let origin = origin.in_span(&span);
+        let handled = session
+            .candidates(offer_id, candidates, origin)
+            .instrument(span.clone())
+            .await;
+        let (handled, error) = match handled {
+            Ok(()) => (reqs.len(), None),
+            Err(PartlyHandled { handled, error }) => (handled, Some(error)),
+        };
+        if let Some(err) = &error {
+            log_refusal(&span, err);
+        }
+        for (n, req) in reqs.into_iter().enumerate() {
+            match (&error, n < handled) {
+                (Some(err), false) => self.send_error(req, err.code(), err.to_string()).await?,
+                _ => {
+                    if let Some(ok) = Reply::Done.into_message(req) {
+                        self.send(&ok).await?;
+                    }
+                }
+            }
+        }
+        match cut {
+            None => Ok(()),
+            Some(Cut::RateLimited(req)) => self.rate_limited(req).await,
+            Some(Cut::End(end)) => Err(end),
         }
     }
 
@@ -485,6 +593,46 @@ fn event_offer(msg: &ServerMessage) -> Option<&OfferId> {
         | ServerMessage::Hangup { offer_id, .. } => Some(offer_id),
         _ => None,
     }
+}
+
+/// Candidates handled as one request, at most: what one round trip to the
+/// store takes.
+const MAX_BURST: usize = 32;
+
+/// A candidate and those the client sent right behind it for the same offer.
+struct Burst {
+    first: (Option<Req>, ClientMessage),
+    more: Vec<(Option<Req>, Candidate)>,
+    cut: Option<Cut>,
+}
+
+/// Why a burst of candidates ended before the frames did.
+enum Cut {
+    /// This candidate was over the rate limit: it is refused after the burst.
+    RateLimited(Option<Req>),
+    /// The connection must end once the burst is answered.
+    End(End),
+}
+
+/// The next client frame: the one held back while gathering a burst, if any,
+/// else the next from the socket.
+async fn next_frame(
+    held: &mut Option<Option<Result<Message, axum::Error>>>,
+    socket: &mut WebSocket,
+) -> Option<Result<Message, axum::Error>> {
+    match held.take() {
+        Some(frame) => frame,
+        None => socket.recv().await,
+    }
+}
+
+/// Logs why a request was refused, in its span: a failing backend is a
+/// warning, a refusal the client caused is routine.
+fn log_refusal(span: &tracing::Span, err: &RoomError) {
+    span.in_scope(|| match err {
+        RoomError::Unavailable(cause) => tracing::warn!(error = %cause, "request failed"),
+        _ => tracing::debug!(code = %err.code(), "request refused"),
+    });
 }
 
 /// What a timed write means for the connection.

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use switchboard_proto::{ClientMessage, PeerId};
+use switchboard_proto::{Candidate, ClientMessage, OfferId, PeerId};
 use switchboard_telemetry::Origin;
 
 use crate::error::RoomError;
@@ -46,9 +46,28 @@ pub trait RoomSession: Send + 'static {
         origin: Origin,
     ) -> impl Future<Output = Result<Reply, RoomError>> + Send;
 
+    /// Handles candidates for one offer that arrived together (a browser
+    /// trickles them in bursts) as [`Self::handle`] would one by one, but in one
+    /// request and one store operation. `Ok` when all were handled.
+    fn candidates(
+        &mut self,
+        offer_id: OfferId,
+        candidates: Vec<Candidate>,
+        origin: Origin,
+    ) -> impl Future<Output = Result<(), PartlyHandled>> + Send;
+
     /// The peer is gone: withdraw its pending offers and leave its rooms; end
     /// its calls too unless it is only [`Goodbye::Moving`].
     fn close(self, how: Goodbye) -> impl Future<Output = ()> + Send;
+}
+
+/// A burst of candidates ([`RoomSession::candidates`]) of which only the first
+/// `handled` were handled: `error` is why the others were not, and the answer to
+/// each of them.
+#[derive(Debug, Clone)]
+pub struct PartlyHandled {
+    pub handled: usize,
+    pub error: RoomError,
 }
 
 /// How a peer's session ends.

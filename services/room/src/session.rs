@@ -19,14 +19,14 @@ use switchboard_proto::{
 
 use switchboard_telemetry::{Origin, TraceContext, metrics};
 
-use crate::api::{Goodbye, RoomSession};
+use crate::api::{Goodbye, PartlyHandled, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{Event, Topic, offer_visible_to};
 use crate::hub::Attachment;
 use crate::outbox::Outbox;
 use crate::room::Room;
-use crate::store::{AddCandidate, Answerer, Claim, OfferRecord, Store};
+use crate::store::{AddCandidates, Answerer, Claim, OfferRecord, Store};
 use routes::CallRoutes;
 
 /// The direct result of a request.
@@ -393,11 +393,15 @@ impl<S: Store, B: Bus> Session<S, B> {
         Ok(Reply::OfferCreated { offer_id })
     }
 
-    async fn candidate(
+    /// Candidates for `offer_id`, in order: buffered with its pending offer
+    /// (one store operation for the whole burst) or, in a call, relayed to the
+    /// other party.
+    async fn trickle(
         &mut self,
         offer_id: OfferId,
-        candidate: Candidate,
-    ) -> Result<Reply, RoomError> {
+        candidates: Vec<Candidate>,
+    ) -> Result<(), PartlyHandled> {
+        let none_handled = |error: RoomError| PartlyHandled { handled: 0, error };
         // A call this peer is known to be in needs no word from the store.
         let other = match self.routes.other(&offer_id) {
             Some(other) => other,
@@ -406,33 +410,42 @@ impl<S: Store, B: Bus> Session<S, B> {
                 let added = self
                     .room
                     .store()
-                    .add_candidate(&offer_id, &self.peer, &candidate, max)
-                    .await?;
+                    .add_candidates(&offer_id, &self.peer, &candidates, max)
+                    .await
+                    .map_err(|err| none_handled(err.into()))?;
                 match added {
-                    AddCandidate::Buffered => return Ok(Reply::Done),
-                    AddCandidate::BufferFull => {
-                        return Err(RoomError::too_large(
-                            "this offer already holds the most candidates it can buffer",
-                        ));
+                    AddCandidates::Buffered(n) if n >= candidates.len() => return Ok(()),
+                    AddCandidates::Buffered(handled) => {
+                        return Err(PartlyHandled {
+                            handled,
+                            error: RoomError::too_large(
+                                "this offer already holds the most candidates it can buffer",
+                            ),
+                        });
                     }
-                    AddCandidate::NotFound => return Err(RoomError::OfferNotFound),
-                    AddCandidate::NotBuffered(parties) => {
+                    AddCandidates::NotFound => return Err(none_handled(RoomError::OfferNotFound)),
+                    AddCandidates::NotBuffered(parties) => {
                         parties.counterpart(&self.peer).ok_or_else(|| {
-                            RoomError::not_allowed(
+                            none_handled(RoomError::not_allowed(
                                 "only the caller may send candidates for a pending offer, and only the two parties once it is answered",
-                            )
+                            ))
                         })?
                     }
                 }
             }
         };
-        let relay = ServerMessage::Candidate {
-            offer_id,
-            from: self.peer,
-            candidate,
-        };
-        self.room.send_to(other, relay, &self.origin).await?;
-        Ok(Reply::Done)
+        for (handled, candidate) in candidates.into_iter().enumerate() {
+            let relay = ServerMessage::Candidate {
+                offer_id,
+                from: self.peer,
+                candidate,
+            };
+            self.room
+                .send_to(other, relay, &self.origin)
+                .await
+                .map_err(|error| PartlyHandled { handled, error })?;
+        }
+        Ok(())
     }
 
     async fn answer(&mut self, offer_id: OfferId, sdp: Sdp) -> Result<Reply, RoomError> {
@@ -614,11 +627,24 @@ impl<S: Store, B: Bus> RoomSession for Session<S, B> {
             ClientMessage::Candidate {
                 offer_id,
                 candidate,
-            } => self.candidate(offer_id, candidate).await,
+            } => match self.trickle(offer_id, vec![candidate]).await {
+                Ok(()) => Ok(Reply::Done),
+                Err(partly) => Err(partly.error),
+            },
             ClientMessage::Answer { offer_id, sdp } => self.answer(offer_id, sdp).await,
             ClientMessage::Hangup { offer_id } => self.hangup(offer_id).await,
             ClientMessage::Ping => Ok(Reply::Pong),
         }
+    }
+
+    async fn candidates(
+        &mut self,
+        offer_id: OfferId,
+        candidates: Vec<Candidate>,
+        origin: Origin,
+    ) -> Result<(), PartlyHandled> {
+        self.origin = origin;
+        self.trickle(offer_id, candidates).await
     }
 
     async fn close(self, how: Goodbye) {

@@ -85,13 +85,12 @@ impl Parties {
     }
 }
 
-/// Outcome of [`Store::add_candidate`].
+/// Outcome of [`Store::add_candidates`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum AddCandidate {
-    /// Appended to the pending offer's buffer.
-    Buffered,
-    /// The pending offer already holds the maximum number of candidates.
-    BufferFull,
+pub enum AddCandidates {
+    /// The first `n` candidates (all of them, or as many as fit) were appended
+    /// to the pending offer's buffer; the rest did not fit.
+    Buffered(usize),
     /// Not buffered: the offer is answered or `from` is not its caller. Its
     /// parties let the caller of this method decide what to do instead.
     NotBuffered(Parties),
@@ -163,15 +162,17 @@ pub trait Store: Send + Sync + 'static {
         room: &RoomId,
     ) -> impl Future<Output = Result<Vec<(OfferRecord, Vec<Candidate>)>, BackendError>> + Send;
 
-    /// Appends `candidate` to the buffer of a pending offer if `from` is its caller
-    /// and the buffer holds fewer than `max`. Redis: one Lua script (`RPUSH`).
-    fn add_candidate(
+    /// Appends `candidates`, in order, to the buffer of a pending offer if
+    /// `from` is its caller, as many as fit under `max` in all (a browser
+    /// trickles candidates in bursts: one round trip for a burst). Redis: one
+    /// Lua script (`RPUSH`, `LTRIM` when over).
+    fn add_candidates(
         &self,
         id: &OfferId,
         from: &PeerId,
-        candidate: &Candidate,
+        candidates: &[Candidate],
         max: usize,
-    ) -> impl Future<Output = Result<AddCandidate, BackendError>> + Send;
+    ) -> impl Future<Output = Result<AddCandidates, BackendError>> + Send;
 
     /// Atomically checks that `answerer` may answer the offer (the checks of
     /// [`Claim`], in order; a refusal changes nothing), then turns it into a

@@ -1,7 +1,8 @@
 //! Failures of the distributed topology, on real processes: Redis restarted,
 //! a room replica killed mid-call, an edge killed; and many calls across nodes
 //! at once, many sessions starting together (their Redis subscriptions go out
-//! in batches and are all let go when they leave).
+//! in batches and are all let go when they leave), and a burst of candidates
+//! (one request, one Redis script).
 
 mod harness;
 
@@ -10,7 +11,9 @@ use harness::cluster::Side::{A, B};
 use harness::cluster::{EDGE_A, REDIS, ROOM_1, Routing};
 use harness::process::wait_until;
 use harness::{Client, Cluster, candidate, room, sdp};
-use switchboard_proto::{ClientMessage, CloseReason, ErrorCode, OfferId, RoomId, ServerMessage};
+use switchboard_proto::{
+    ClientFrame, ClientMessage, CloseReason, ErrorCode, OfferId, Req, RoomId, ServerMessage,
+};
 
 /// Caller publishes, callee answers, caller receives the answer.
 async fn call(caller: &mut Client, callee: &mut Client, lobby: &RoomId) -> OfferId {
@@ -462,17 +465,8 @@ async fn sessions_starting_together_share_subscribe_commands_and_leave_nothing_s
         .map(|p| format!("t:peer:{}", p.peer_id))
         .chain(rooms.iter().map(|r| format!("t:room:{r}")))
         .collect();
-    let stats: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis)
-        .await
-        .expect("info");
-    let subscribes: usize = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_subscribe:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .expect("SUBSCRIBE was called");
+    let subscribes = command_calls(&mut redis, "subscribe").await;
+    assert!(subscribes > 0, "SUBSCRIBE was called");
     assert!(
         subscribes < channels.len(),
         "{subscribes} SUBSCRIBE commands for {} channels",
@@ -519,4 +513,72 @@ async fn sessions_starting_together_share_subscribe_commands_and_leave_nothing_s
     })
     .await;
     c.stop().await;
+}
+
+/// Candidates a client sends together cross from edge to replica as one
+/// request and are buffered by one Redis script (one `RPUSH`), not one each;
+/// the callee is shown all of them, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_candidates_is_buffered_with_one_script() {
+    const N: u32 = 6;
+    let mut c = Cluster::distributed().await;
+    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let lobby = room("burst");
+    let mut caller = c.client(A).await;
+    caller.join(&lobby).await;
+    let offer_id = caller.offer(&lobby, sdp("offer", 100), None).await;
+
+    // Counted by its `RPUSH` (the expiry sweeper runs scripts of its own).
+    let pushes_before = command_calls(&mut redis, "rpush").await;
+    let last = Req::new(1).expect("req");
+    let frames: Vec<ClientFrame> = (0..N)
+        .map(|n| {
+            let req = (n + 1 == N).then_some(last);
+            ClientFrame::new(
+                req,
+                ClientMessage::Candidate {
+                    offer_id,
+                    candidate: candidate(n),
+                },
+            )
+        })
+        .collect();
+    caller.send_together(&frames).await;
+    let reply = caller.reply_to(last).await;
+    assert!(matches!(reply, ServerMessage::Ok { .. }), "{reply:?}");
+    assert_eq!(
+        command_calls(&mut redis, "rpush").await - pushes_before,
+        1,
+        "{N} candidates sent together, buffered by one script"
+    );
+
+    let mut callee = c.client(B).await;
+    let offers = callee.join(&lobby).await;
+    assert_eq!(offers.len(), 1);
+    assert_eq!(
+        offers[0].candidates,
+        (0..N).map(candidate).collect::<Vec<_>>()
+    );
+    c.stop().await;
+}
+
+/// How many times Redis has run `command` (lower case) since its statistics
+/// were last reset.
+async fn command_calls(redis: &mut ::redis::aio::MultiplexedConnection, command: &str) -> usize {
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use harness::cluster::Side::{A, B};
 use harness::{Client, Cluster, candidate, room, sdp};
-use switchboard_proto::{ClientMessage, CloseReason, ErrorCode, RoomId, ServerMessage};
+use switchboard_proto::{
+    ClientFrame, ClientMessage, CloseReason, ErrorCode, OfferId, Req, RoomId, ServerMessage,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn full_call_with_offer_published_before_the_callee_joins(c: &Cluster) {
@@ -583,6 +585,88 @@ async fn limits_on_offers_and_buffered_candidates(c: &Cluster) {
         .await;
 }
 
+/// Candidates sent together (a browser's trickle burst) are handled as one
+/// request but answered as if each came alone, in the order sent: buffered up
+/// to the limit, the rest refused one by one; a candidate for another offer
+/// or a malformed frame among them gets its own answer in its place, and a
+/// request sent right behind them is answered after them.
+async fn a_burst_of_candidates_is_answered_frame_by_frame(c: &Cluster) {
+    let lobby = room("burst");
+    let mut caller = c.client(A).await;
+    caller.join(&lobby).await;
+    let offer_id = caller.offer(&lobby, sdp("o", 100), None).await;
+    let limit = harness::cluster::room_config().max_buffered_candidates;
+    let req = |n: usize| Some(Req::new(1000 + n as u64).expect("small req"));
+    let candidate_frame = |n: usize, offer_id| {
+        ClientFrame::new(
+            req(n),
+            ClientMessage::Candidate {
+                offer_id,
+                candidate: candidate(n as u32),
+            },
+        )
+    };
+    // Frame 3 is about an unknown offer, frame 5 is malformed, frame 7 has no
+    // `req`; the last two candidates are past the limit; then a ping.
+    let unknown = OfferId::random();
+    let total = limit + 4;
+    let mut frames: Vec<ClientFrame> = (0..total)
+        .map(|n| candidate_frame(n, if n == 3 { unknown } else { offer_id }))
+        .collect();
+    frames[7].req = None;
+    frames.push(ClientFrame::new(req(total), ClientMessage::Ping));
+    let mut texts: Vec<String> = frames
+        .iter()
+        .map(|f| serde_json::to_string(f).expect("serialize"))
+        .collect();
+    texts[5] = r#"{"type":"candidate","req":1005}"#.to_owned();
+    caller.send_texts_together(&texts).await;
+
+    let mut answers = Vec::new();
+    while answers.len() < total {
+        let msg = caller.recv().await;
+        assert!(!matches!(msg, ServerMessage::Offer { .. }), "{msg:?}");
+        answers.push(msg);
+    }
+    let buffered: Vec<usize> = (0..total)
+        .filter(|n| ![3, 5].contains(n))
+        .take(limit)
+        .collect();
+    let mut expected = Vec::new();
+    for n in 0..total {
+        expected.push(match n {
+            3 => (req(n), Some(ErrorCode::OfferNotFound)),
+            5 => (req(n), Some(ErrorCode::BadMessage)),
+            7 => continue,
+            n if buffered.contains(&n) => (req(n), None),
+            n => (req(n), Some(ErrorCode::TooLarge)),
+        });
+    }
+    expected.push((req(total), None));
+    let got: Vec<(Option<Req>, Option<ErrorCode>)> = answers
+        .iter()
+        .map(|m| match m {
+            ServerMessage::Ok { req } | ServerMessage::Pong { req: Some(req) } => {
+                (Some(*req), None)
+            }
+            ServerMessage::Error { req, code, .. } => (*req, Some(*code)),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(got, expected, "one answer per frame, in the order sent");
+
+    let mut callee = c.client(B).await;
+    let offers = callee.join(&lobby).await;
+    let shown: Vec<_> = offers
+        .iter()
+        .find(|o| o.offer_id == offer_id)
+        .expect("the offer is listed")
+        .candidates
+        .clone();
+    let expected: Vec<_> = buffered.iter().map(|n| candidate(*n as u32)).collect();
+    assert_eq!(shown, expected, "buffered in order up to the limit");
+}
+
 async fn requests_get_exactly_one_reply_and_bare_messages_no_ok(c: &Cluster) {
     let lobby = room("req");
     let mut peer = c.client(A).await;
@@ -904,6 +988,7 @@ suite!(
     who_may_send_candidates,
     answering_is_refused_where_it_must_be,
     limits_on_offers_and_buffered_candidates,
+    a_burst_of_candidates_is_answered_frame_by_frame,
     requests_get_exactly_one_reply_and_bare_messages_no_ok,
     many_calls_in_parallel_are_never_crossed,
     every_bad_message_gets_its_error_and_the_connection_survives,

@@ -13,7 +13,7 @@ use switchboard_proto::{OfferId, PeerId};
 use switchboard_room::Store;
 use switchboard_room::store::memory::MemoryStore;
 use switchboard_room::store::redis::RedisStore;
-use switchboard_room::store::{AddCandidate, Answerer, Claim, OfferRecord, Parties};
+use switchboard_room::store::{AddCandidates, Answerer, Claim, OfferRecord, Parties};
 use switchboard_telemetry::TraceContext;
 
 const TTL: Duration = Duration::from_secs(60);
@@ -52,10 +52,10 @@ async fn offers_are_listed_with_their_candidates_in_order(store: &impl Store) {
         .expect("insert");
     for n in 0..3 {
         let added = store
-            .add_candidate(&first.id, &caller, &candidate(n), 10)
+            .add_candidates(&first.id, &caller, &[candidate(n)], 10)
             .await
             .expect("add");
-        assert_eq!(added, AddCandidate::Buffered);
+        assert_eq!(added, AddCandidates::Buffered(1));
     }
     assert_eq!(
         store.offer(&second.id).await.expect("get"),
@@ -74,12 +74,12 @@ async fn only_the_caller_buffers_and_only_up_to_the_limit(store: &impl Store) {
     store.insert_offer(&offer, TTL).await.expect("insert");
     let stranger = PeerId::random();
     let added = store
-        .add_candidate(&offer.id, &stranger, &candidate(1), 2)
+        .add_candidates(&offer.id, &stranger, &[candidate(1)], 2)
         .await
         .expect("add");
     assert_eq!(
         added,
-        AddCandidate::NotBuffered(Parties {
+        AddCandidates::NotBuffered(Parties {
             caller,
             answerer: None
         })
@@ -87,18 +87,18 @@ async fn only_the_caller_buffers_and_only_up_to_the_limit(store: &impl Store) {
     for n in 0..2 {
         assert_eq!(
             store
-                .add_candidate(&offer.id, &caller, &candidate(n), 2)
+                .add_candidates(&offer.id, &caller, &[candidate(n)], 2)
                 .await
                 .expect("add"),
-            AddCandidate::Buffered
+            AddCandidates::Buffered(1)
         );
     }
     assert_eq!(
         store
-            .add_candidate(&offer.id, &caller, &candidate(3), 2)
+            .add_candidates(&offer.id, &caller, &[candidate(3)], 2)
             .await
             .expect("add"),
-        AddCandidate::BufferFull
+        AddCandidates::Buffered(0)
     );
     let claim = store
         .claim(&offer.id, answerer(&stranger, &offer), CALL_TTL)
@@ -115,11 +115,53 @@ async fn only_the_caller_buffers_and_only_up_to_the_limit(store: &impl Store) {
     let unknown = OfferId::random();
     assert_eq!(
         store
-            .add_candidate(&unknown, &caller, &candidate(1), 2)
+            .add_candidates(&unknown, &caller, &[candidate(1)], 2)
             .await
             .expect("add"),
-        AddCandidate::NotFound
+        AddCandidates::NotFound
     );
+}
+
+async fn a_burst_is_buffered_in_order_as_far_as_it_fits(store: &impl Store) {
+    let caller = PeerId::random();
+    let offer = record("burst", caller);
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    let burst = |from: u32, to: u32| (from..to).map(candidate).collect::<Vec<_>>();
+    let mut results = Vec::new();
+    for (candidates, max) in [
+        (burst(0, 3), 5),
+        (burst(3, 6), 5),
+        (burst(6, 8), 5),
+        (vec![], 5),
+    ] {
+        let added = store
+            .add_candidates(&offer.id, &caller, &candidates, max)
+            .await
+            .expect("add");
+        results.push(added);
+    }
+    assert_eq!(
+        results,
+        [3, 2, 0, 0].map(AddCandidates::Buffered),
+        "all of the first burst, as many of the next as fit, none once full"
+    );
+    let claim = store
+        .claim(&offer.id, answerer(&PeerId::random(), &offer), CALL_TTL)
+        .await
+        .expect("claim");
+    let Claim::Won { candidates, .. } = claim else {
+        panic!("the claim should win, got {claim:?}");
+    };
+    assert_eq!(
+        candidates,
+        burst(0, 5),
+        "in order, without those past the limit"
+    );
+    let added = store
+        .add_candidates(&OfferId::random(), &caller, &burst(0, 2), 5)
+        .await
+        .expect("add");
+    assert_eq!(added, AddCandidates::NotFound);
 }
 
 async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
@@ -127,7 +169,7 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
     let offer = record("claim", caller);
     store.insert_offer(&offer, TTL).await.expect("insert");
     store
-        .add_candidate(&offer.id, &caller, &candidate(1), 10)
+        .add_candidates(&offer.id, &caller, &[candidate(1)], 10)
         .await
         .expect("add");
     let answerers: Vec<PeerId> = (0..16).map(|_| PeerId::random()).collect();
@@ -169,12 +211,12 @@ async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
             .is_empty()
     );
     let added = store
-        .add_candidate(&offer.id, &caller, &candidate(2), 10)
+        .add_candidates(&offer.id, &caller, &[candidate(2)], 10)
         .await
         .expect("add");
     assert_eq!(
         added,
-        AddCandidate::NotBuffered(Parties {
+        AddCandidates::NotBuffered(Parties {
             caller,
             answerer: Some(winner)
         })
@@ -358,10 +400,10 @@ async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
     store.insert_offer(&offer, TTL).await.expect("insert");
     for n in 0..3 {
         let added = store
-            .add_candidate(&offer.id, &caller, &candidate(n), 8)
+            .add_candidates(&offer.id, &caller, &[candidate(n)], 8)
             .await
             .expect("add");
-        assert_eq!(added, AddCandidate::Buffered);
+        assert_eq!(added, AddCandidates::Buffered(1));
     }
     let client = ::redis::Client::open(url).expect("client");
     let mut conn = client
@@ -412,6 +454,7 @@ macro_rules! contract {
 contract!(
     offers_are_listed_with_their_candidates_in_order,
     only_the_caller_buffers_and_only_up_to_the_limit,
+    a_burst_is_buffered_in_order_as_far_as_it_fits,
     exactly_one_of_many_concurrent_claims_wins,
     a_claim_checks_who_may_answer_and_a_refusal_changes_nothing,
     a_removal_is_seen_by_exactly_one_remover,

@@ -22,7 +22,7 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
-use switchboard_proto::{ClientMessage, PeerId};
+use switchboard_proto::{ClientMessage, OfferId, PeerId};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::registry::LookupSpan;
 
@@ -249,6 +249,31 @@ pub fn request_span(
         ClientMessage::Ping => {}
     }
     span
+}
+
+/// The span of a burst of `count` candidates for `offer_id` that a client sent
+/// together and that is handled as one request (see [`request_span`]).
+pub fn burst_span(
+    otel_name: &'static str,
+    otel_kind: &'static str,
+    peer: &PeerId,
+    offer_id: &OfferId,
+    count: usize,
+) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: None,
+        "request",
+        otel.name = otel_name,
+        otel.kind = otel_kind,
+        r#type = "candidate",
+        peer_id = %peer,
+        offer_id = offer_id.as_str(),
+        candidates = count,
+        trace_id = tracing::field::Empty,
+    )
 }
 
 /// Records `span`'s trace id in its `trace_id` field (declared

@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use switchboard_proto::pb::convert::candidate_burst;
 use switchboard_proto::pb::{self, rooms_client::RoomsClient};
-use switchboard_proto::{ClientMessage, PeerId, ServerMessage};
+use switchboard_proto::{Candidate, ClientMessage, ErrorCode, OfferId, PeerId, ServerMessage};
 use switchboard_telemetry::Origin;
 use switchboard_telemetry::metrics::{self, Side};
 use tokio::sync::{mpsc, oneshot};
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
-use super::convert::{error, reply_from_pb, state_to_pb};
-use crate::api::{Goodbye, Readiness, RoomService, RoomSession};
+use super::convert::{burst_reply_from_pb, error, reply_from_pb, state_to_pb};
+use crate::api::{Goodbye, PartlyHandled, Readiness, RoomService, RoomSession};
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
 use crate::outbox::{Delivery, Outbox};
@@ -87,7 +88,9 @@ struct Entry {
     /// The replica serving the session; `None` while it waits for one.
     replica: Option<usize>,
     opening: Option<oneshot::Sender<Result<(), RoomError>>>,
-    calls: HashMap<u64, oneshot::Sender<Result<Reply, RoomError>>>,
+    /// Requests waiting for their reply, by call number: handed the reply's
+    /// raw result (each request reads its own kind of reply).
+    calls: HashMap<u64, oneshot::Sender<Result<Option<pb::reply::Result>, RoomError>>>,
     /// The client left while no replica could take its `CloseSession`: the
     /// session is opened on the next live replica only to be closed there, so
     /// its offers are withdrawn and its counterparts told.
@@ -347,7 +350,7 @@ impl Shared {
                     .get_mut(&reply.session)
                     .and_then(|e| e.calls.remove(&reply.call));
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(reply_from_pb(reply.result));
+                    let _ = waiter.send(Ok(reply.result));
                 }
             }
             Some(Frame::Event(event)) => {
@@ -574,11 +577,49 @@ impl RemoteRooms {
 
 impl RoomSession for RemoteSession {
     async fn handle(&mut self, msg: ClientMessage, origin: Origin) -> Result<Reply, RoomError> {
+        let Some(body) = msg.to_request() else {
+            return Ok(Reply::Pong);
+        };
         let started = Instant::now();
-        let result = self.call(&msg, &origin).await;
+        let result = self.call(body, &origin).await.and_then(reply_from_pb);
+        if let Ok(reply) = &result {
+            if let Some(entry) = self.shared.sessions().get_mut(&self.id) {
+                entry.state.record(&msg, reply);
+            }
+        }
         let status = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
         metrics::grpc_request(Side::Client, msg.kind(), status, started.elapsed());
         result
+    }
+
+    async fn candidates(
+        &mut self,
+        offer_id: OfferId,
+        candidates: Vec<Candidate>,
+        origin: Origin,
+    ) -> Result<(), PartlyHandled> {
+        if candidates.len() == 1 {
+            return self.one_by_one(offer_id, candidates, origin).await;
+        }
+        let started = Instant::now();
+        let burst = candidate_burst(&offer_id, &candidates);
+        let result = match self.call(burst, &origin).await {
+            Ok(reply) => burst_reply_from_pb(reply),
+            Err(error) => Err(PartlyHandled { handled: 0, error }),
+        };
+        let status = result
+            .as_ref()
+            .map_or_else(|e| e.error.code().as_str(), |_| "ok");
+        metrics::grpc_request(Side::Client, "candidate", status, started.elapsed());
+        match result {
+            // A replica from before bursts reads none (the body is unknown
+            // to it: `bad_message`, nothing handled); it takes them singly.
+            Err(PartlyHandled { handled: 0, error }) if error.code() == ErrorCode::BadMessage => {
+                tracing::debug!("room replica takes no candidate bursts; sending them singly");
+                self.one_by_one(offer_id, candidates, origin).await
+            }
+            result => result,
+        }
     }
 
     async fn close(self, how: Goodbye) {
@@ -589,11 +630,31 @@ impl RoomSession for RemoteSession {
 }
 
 impl RemoteSession {
+    /// Candidates as one request each (what any replica understands).
+    async fn one_by_one(
+        &mut self,
+        offer_id: OfferId,
+        candidates: Vec<Candidate>,
+        origin: Origin,
+    ) -> Result<(), PartlyHandled> {
+        for (handled, candidate) in candidates.into_iter().enumerate() {
+            let msg = ClientMessage::Candidate {
+                offer_id,
+                candidate,
+            };
+            self.handle(msg, origin.clone())
+                .await
+                .map_err(|error| PartlyHandled { handled, error })?;
+        }
+        Ok(())
+    }
+
     /// Sends one request to the session's replica and waits for its reply.
-    async fn call(&mut self, msg: &ClientMessage, origin: &Origin) -> Result<Reply, RoomError> {
-        let Some(body) = msg.to_request() else {
-            return Ok(Reply::Pong);
-        };
+    async fn call(
+        &mut self,
+        body: pb::request::Body,
+        origin: &Origin,
+    ) -> Result<Option<pb::reply::Result>, RoomError> {
         let call = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         let tx = {
@@ -633,12 +694,8 @@ impl RemoteSession {
             },
             Err(_) => Err(RoomError::unavailable("room replica lost; retry")),
         };
-        let mut sessions = self.shared.sessions();
-        if let Some(entry) = sessions.get_mut(&self.id) {
+        if let Some(entry) = self.shared.sessions().get_mut(&self.id) {
             entry.calls.remove(&call);
-            if let Ok(reply) = &result {
-                entry.state.record(msg, reply);
-            }
         }
         result
     }
@@ -699,6 +756,124 @@ mod tests {
             .iter()
             .map(|r| (r.url.clone(), r.is_active()))
             .collect()
+    }
+
+    /// A room replica as it was before candidate bursts: it reads a burst's
+    /// body as none (`bad_message`) and takes single candidates, recording them.
+    struct OldReplica {
+        candidates: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl pb::rooms_server::Rooms for OldReplica {
+        type AttachStream = ReceiverStream<Result<pb::RoomFrame, tonic::Status>>;
+
+        async fn attach(
+            &self,
+            request: tonic::Request<tonic::Streaming<pb::EdgeFrame>>,
+        ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
+            use pb::edge_frame::Frame;
+            use pb::request::Body;
+            use pb::room_frame::Frame as Out;
+            let mut inbound = request.into_inner();
+            let (tx, rx) = mpsc::channel(16);
+            let candidates = Arc::clone(&self.candidates);
+            tokio::spawn(async move {
+                while let Ok(Some(frame)) = inbound.message().await {
+                    let out = match frame.frame {
+                        Some(Frame::Open(open)) => Out::Opened(pb::SessionOpened {
+                            session: open.session,
+                            error: None,
+                        }),
+                        Some(Frame::Request(req)) => {
+                            let result = match req.body {
+                                Some(Body::Candidate(c)) => {
+                                    let c = c.candidate.map(|c| c.candidate).unwrap_or_default();
+                                    candidates.lock().expect("lock").push(c);
+                                    pb::reply::Result::Done(pb::Done {})
+                                }
+                                _ => pb::reply::Result::Error(pb::Failure {
+                                    code: pb::ErrorCode::from(ErrorCode::BadMessage).into(),
+                                    message: "missing request body".into(),
+                                }),
+                            };
+                            Out::Reply(pb::Reply {
+                                session: req.session,
+                                call: req.call,
+                                result: Some(result),
+                            })
+                        }
+                        _ => continue,
+                    };
+                    let frame = pb::RoomFrame { frame: Some(out) };
+                    if tx.send(Ok(frame)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_takes_no_bursts_is_sent_the_candidates_singly() {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status(
+                super::super::SERVICE_NAME,
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+        let shutdown = CancellationToken::new();
+        let old = pb::rooms_server::RoomsServer::new(OldReplica {
+            candidates: Arc::clone(&received),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(old)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    shutdown.clone().cancelled_owned(),
+                ),
+        );
+        let tasks = TaskTracker::new();
+        let rooms = RemoteRooms::connect(vec![format!("http://{addr}")], &tasks, shutdown.clone());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while rooms.live_replicas() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the replica serves in time");
+
+        let (outbox, _events) = Outbox::channel(16);
+        let mut session = rooms.connect(PeerId::random(), outbox).await.expect("open");
+        let candidates: Vec<Candidate> = (0..3)
+            .map(|n| {
+                let line = format!("candidate:{n} 1 udp 1 127.0.0.1 9 typ host");
+                Candidate::new(line, Some("0".into()), Some(0), None).expect("valid")
+            })
+            .collect();
+        session
+            .candidates(OfferId::random(), candidates.clone(), Origin::default())
+            .await
+            .expect("every candidate handled");
+        let expected: Vec<String> = candidates.into_iter().map(|c| c.candidate).collect();
+        assert_eq!(
+            *received.lock().expect("lock"),
+            expected,
+            "singly, in order"
+        );
+
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
     }
 
     #[tokio::test]

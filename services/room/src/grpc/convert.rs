@@ -5,6 +5,7 @@ use switchboard_proto::{ErrorCode, PendingOffer};
 
 use switchboard_telemetry::Origin;
 
+use crate::api::PartlyHandled;
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
 use crate::session::{Reply, SessionState};
@@ -90,7 +91,42 @@ pub(crate) fn reply_from_pb(result: Option<pb::reply::Result>) -> Result<Reply, 
         }),
         Some(R::Done(_)) => Ok(Reply::Done),
         Some(R::Error(f)) => Err(error(f)),
+        Some(R::PartlyHandled(_)) => Err(RoomError::unavailable(
+            "invalid reply: a candidate burst's reply to a single request",
+        )),
         None => Err(RoomError::unavailable("empty reply")),
+    }
+}
+
+/// The reply to a candidate burst: `Done`, or the failure of its first
+/// candidate when none was handled, else `PartlyHandled`.
+pub(crate) fn burst_reply_to_pb(result: Result<(), PartlyHandled>) -> pb::reply::Result {
+    use pb::reply::Result as R;
+    match result {
+        Ok(()) => R::Done(pb::Done {}),
+        Err(PartlyHandled { handled: 0, error }) => R::Error(failure(&error)),
+        Err(PartlyHandled { handled, error }) => R::PartlyHandled(pb::PartlyHandled {
+            handled: u32::try_from(handled).unwrap_or(u32::MAX),
+            error: Some(failure(&error)),
+        }),
+    }
+}
+
+pub(crate) fn burst_reply_from_pb(result: Option<pb::reply::Result>) -> Result<(), PartlyHandled> {
+    use pb::reply::Result as R;
+    let none_handled = |error| PartlyHandled { handled: 0, error };
+    match result {
+        Some(R::Done(_)) => Ok(()),
+        Some(R::Error(f)) => Err(none_handled(error(f))),
+        Some(R::PartlyHandled(p)) => Err(PartlyHandled {
+            handled: usize::try_from(p.handled).unwrap_or(usize::MAX),
+            error: p
+                .error
+                .map_or_else(|| RoomError::unavailable("invalid reply: no error"), error),
+        }),
+        _ => Err(none_handled(RoomError::unavailable(
+            "invalid reply to a candidate burst",
+        ))),
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use switchboard_proto::error::FieldError;
 use switchboard_proto::pb::{self, convert, rooms_server};
-use switchboard_proto::{ClientMessage, PeerId};
+use switchboard_proto::{Candidate, ClientMessage, OfferId, PeerId};
 use switchboard_telemetry::metrics::{self, Side};
 use switchboard_telemetry::{Origin, trace};
 use tokio::net::TcpListener;
@@ -33,8 +33,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::convert::{failure, reply_to_pb, state_from_pb};
-use crate::api::{Goodbye, Readiness, RoomSession};
+use super::convert::{burst_reply_to_pb, failure, reply_to_pb, state_from_pb};
+use crate::api::{Goodbye, PartlyHandled, Readiness, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
@@ -185,9 +185,50 @@ enum Work {
 /// One request as it arrived.
 struct Call {
     id: u64,
-    body: Result<ClientMessage, FieldError>,
+    body: Result<Ask, FieldError>,
     origin: Origin,
     arrived: Instant,
+}
+
+/// What a request asks of its session.
+enum Ask {
+    Message(ClientMessage),
+    /// Candidates for one offer that the client sent together.
+    Burst(OfferId, Vec<Candidate>),
+}
+
+impl Ask {
+    fn from_pb(body: Option<pb::request::Body>) -> Result<Self, FieldError> {
+        match body.ok_or_else(|| convert::missing("request body"))? {
+            pb::request::Body::CandidateBurst(burst) => {
+                let (offer_id, candidates) = convert::from_candidate_burst(burst)?;
+                Ok(Ask::Burst(offer_id, candidates))
+            }
+            body => ClientMessage::try_from(body).map(Ask::Message),
+        }
+    }
+}
+
+/// How a request went.
+enum Outcome {
+    Message(Result<crate::Reply, RoomError>),
+    Burst(Result<(), PartlyHandled>),
+}
+
+impl Outcome {
+    fn error(&self) -> Option<&RoomError> {
+        match self {
+            Outcome::Message(result) => result.as_ref().err(),
+            Outcome::Burst(result) => result.as_ref().err().map(|partly| &partly.error),
+        }
+    }
+
+    fn into_pb(self) -> pb::reply::Result {
+        match self {
+            Outcome::Message(result) => reply_to_pb(result),
+            Outcome::Burst(result) => burst_reply_to_pb(result),
+        }
+    }
 }
 
 impl<S: Store, B: Bus> Link<S, B> {
@@ -254,16 +295,14 @@ impl<S: Store, B: Bus> Link<S, B> {
             Some(Frame::Request(req)) => {
                 let call = Call {
                     id: req.call,
-                    body: req
-                        .body
-                        .ok_or_else(|| convert::missing("request body"))
-                        .and_then(ClientMessage::try_from),
+                    body: Ask::from_pb(req.body),
                     origin: origin_from_pb(req.origin),
                     arrived: Instant::now(),
                 };
                 if !self.enqueue(req.session, Work::Request(call)) {
                     let err = RoomError::unavailable("unknown session; open it again");
-                    self.send(reply(req.session, req.call, Err(err))).await;
+                    self.send(reply(req.session, req.call, reply_to_pb(Err(err))))
+                        .await;
                 }
             }
             Some(Frame::Close(close)) => {
@@ -347,11 +386,11 @@ impl<S: Store, B: Bus> Link<S, B> {
             }
             Work::Request(call) => {
                 let call_id = call.id;
-                let result = handle(session.as_mut(), call).await;
-                if let Err(RoomError::Unavailable(cause)) = &result {
+                let outcome = handle(session.as_mut(), call).await;
+                if let Some(RoomError::Unavailable(cause)) = outcome.error() {
                     tracing::warn!(error = %cause, "request failed");
                 }
-                self.send(reply(id, call_id, result)).await;
+                self.send(reply(id, call_id, outcome.into_pb())).await;
                 Ended::No
             }
             Work::Close(_) | Work::Detach => {
@@ -379,34 +418,50 @@ impl<S: Store, B: Bus> Link<S, B> {
 
 /// Handles one request of a session, in its own span (continuing the edge's
 /// trace) and measured from its arrival.
-async fn handle<S: Store, B: Bus>(
-    session: Option<&mut Session<S, B>>,
-    call: Call,
-) -> Result<crate::Reply, RoomError> {
+async fn handle<S: Store, B: Bus>(session: Option<&mut Session<S, B>>, call: Call) -> Outcome {
     let Call {
         body,
         origin,
         arrived,
         ..
     } = call;
-    let (msg, session) = match (body, session) {
+    // A refusal of a burst is its first candidate's (none was handled).
+    let refused = |err| Outcome::Message(Err(err));
+    let (ask, session) = match (body, session) {
         (Err(err), _) => {
-            return Err(RoomError::Remote {
+            return refused(RoomError::Remote {
                 code: err.code,
                 message: err.message,
             });
         }
-        (Ok(_), None) => return Err(RoomError::unavailable("the session failed to open")),
-        (Ok(msg), Some(session)) => (msg, session),
+        (Ok(_), None) => return refused(RoomError::unavailable("the session failed to open")),
+        (Ok(ask), Some(session)) => (ask, session),
     };
-    let method = msg.kind();
-    let span = trace::request_span("room.request", "server", &session.peer_id(), &msg);
-    origin.trace.continue_in(&span);
-    trace::record_trace_id(&span);
-    let result = session.handle(msg, origin).instrument(span).await;
-    let status = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+    let peer = session.peer_id();
+    let (method, outcome) = match ask {
+        Ask::Message(msg) => {
+            let method = msg.kind();
+            let span = trace::request_span("room.request", "server", &peer, &msg);
+            origin.trace.continue_in(&span);
+            trace::record_trace_id(&span);
+            let result = session.handle(msg, origin).instrument(span).await;
+            (method, Outcome::Message(result))
+        }
+        Ask::Burst(offer_id, candidates) => {
+            let span =
+                trace::burst_span("room.request", "server", &peer, &offer_id, candidates.len());
+            origin.trace.continue_in(&span);
+            trace::record_trace_id(&span);
+            let result = session
+                .candidates(offer_id, candidates, origin)
+                .instrument(span)
+                .await;
+            ("candidate", Outcome::Burst(result))
+        }
+    };
+    let status = outcome.error().map_or("ok", |e| e.code().as_str());
     metrics::grpc_request(Side::Server, method, status, arrived.elapsed());
-    result
+    outcome
 }
 
 fn opened(session: u64, error: Option<&RoomError>) -> pb::room_frame::Frame {
@@ -416,15 +471,11 @@ fn opened(session: u64, error: Option<&RoomError>) -> pb::room_frame::Frame {
     })
 }
 
-fn reply(
-    session: u64,
-    call: u64,
-    result: Result<crate::Reply, RoomError>,
-) -> pb::room_frame::Frame {
+fn reply(session: u64, call: u64, result: pb::reply::Result) -> pb::room_frame::Frame {
     pb::room_frame::Frame::Reply(pb::Reply {
         session,
         call,
-        result: Some(reply_to_pb(result)),
+        result: Some(result),
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchboard_proto::{Candidate, OfferId, PeerId, RoomId};
 use tokio::time::Instant;
 
-use super::{AddCandidate, Answerer, Claim, OfferRecord, Store};
+use super::{AddCandidates, Answerer, Claim, OfferRecord, Store};
 use crate::error::BackendError;
 
 /// Offers and calls in process memory.
@@ -131,27 +131,24 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn add_candidate(
+    async fn add_candidates(
         &self,
         id: &OfferId,
         from: &PeerId,
-        candidate: &Candidate,
+        candidates: &[Candidate],
         max: usize,
-    ) -> Result<AddCandidate, BackendError> {
+    ) -> Result<AddCandidates, BackendError> {
         let mut state = self.state();
         let Some(entry) = state.live(id) else {
-            return Ok(AddCandidate::NotFound);
+            return Ok(AddCandidates::NotFound);
         };
-        Ok(
-            if !entry.record.is_pending() || entry.record.caller != *from {
-                AddCandidate::NotBuffered(entry.record.parties())
-            } else if entry.candidates.len() >= max {
-                AddCandidate::BufferFull
-            } else {
-                entry.candidates.push(candidate.clone());
-                AddCandidate::Buffered
-            },
-        )
+        if !entry.record.is_pending() || entry.record.caller != *from {
+            return Ok(AddCandidates::NotBuffered(entry.record.parties()));
+        }
+        let room = max.saturating_sub(entry.candidates.len());
+        let taken = &candidates[..candidates.len().min(room)];
+        entry.candidates.extend_from_slice(taken);
+        Ok(AddCandidates::Buffered(taken.len()))
     }
 
     async fn claim(

@@ -15,7 +15,7 @@ use switchboard_proto::{Candidate, OfferId, PeerId, RoomId, Sdp};
 use switchboard_telemetry::TraceContext;
 use switchboard_telemetry::metrics::{RedisCommand, time_redis};
 
-use super::{AddCandidate, Answerer, Claim, OfferRecord, Parties, Store, no_sdp};
+use super::{AddCandidates, Answerer, Claim, OfferRecord, Parties, Store, no_sdp};
 use crate::error::BackendError;
 use crate::keys::{Key, Keys};
 
@@ -54,7 +54,7 @@ impl std::fmt::Debug for RedisStore {
 struct Scripts {
     insert: Script,
     get: Script,
-    add_candidate: Script,
+    add_candidates: Script,
     claim: Script,
     remove: Script,
     take_expired: Script,
@@ -96,23 +96,28 @@ impl Scripts {
                 if gone then return nil end
                 return {RECORD}"
             )),
-            // KEYS: offer, candidates. ARGV: from, candidate JSON, max, grace ms.
-            // Each `redis.call` costs several µs: the common case makes three.
+            // KEYS: offer, candidates. ARGV: from, max, grace ms, then each
+            // candidate's JSON. Each `redis.call` costs several µs: the common
+            // case makes three however many candidates come at once. Those
+            // past `max` are pushed and trimmed off again (rare: a full buffer).
             // The buffer expires with its offer (at deadline + grace), set
-            // when the first candidate creates it.
-            add_candidate: Script::new(&format!(
+            // when the first candidates create it.
+            add_candidates: Script::new(&format!(
                 "{NOW}
                 {READ}
                 {GONE}
                 if gone then return {{'gone'}} end
                 if f[4] or f[2] ~= ARGV[1] then return {{'parties', f[2], f[4] or ''}} end
-                local n = redis.call('RPUSH', KEYS[2], ARGV[2])
-                if n > tonumber(ARGV[3]) then
-                    redis.call('RPOP', KEYS[2])
-                    return {{'full'}}
+                local count = #ARGV - 3
+                local max = tonumber(ARGV[2])
+                local n = redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+                local taken = count
+                if n > max then
+                    taken = math.max(count - (n - max), 0)
+                    redis.call('LTRIM', KEYS[2], 0, max - 1)
                 end
-                if n == 1 then redis.call('PEXPIREAT', KEYS[2], tonumber(f[5]) + tonumber(ARGV[4])) end
-                return {{'buffered'}}"
+                if n == count then redis.call('PEXPIREAT', KEYS[2], tonumber(f[5]) + tonumber(ARGV[3])) end
+                return {{'buffered', tostring(taken)}}"
             )),
             // KEYS: offer, candidates, expiries, then the room index of each
             // room the answerer is in. ARGV: answerer, call TTL ms, id, then
@@ -407,32 +412,38 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn add_candidate(
+    async fn add_candidates(
         &self,
         id: &OfferId,
         from: &PeerId,
-        candidate: &Candidate,
+        candidates: &[Candidate],
         max: usize,
-    ) -> Result<AddCandidate, BackendError> {
+    ) -> Result<AddCandidates, BackendError> {
+        if candidates.is_empty() {
+            return Ok(AddCandidates::Buffered(0));
+        }
         time_redis(RedisCommand::AddCandidate, async {
             let mut conn = self.conn.clone();
-            let json = serde_json::to_string(candidate).map_err(|e| BackendError(e.to_string()))?;
-            let reply: Vec<String> = self
-                .scripts
-                .add_candidate
-                .key(self.key(Key::Offer(id)))
+            let mut invocation = self.scripts.add_candidates.key(self.key(Key::Offer(id)));
+            invocation
                 .key(self.key(Key::Candidates(id)))
                 .arg(from.as_str())
-                .arg(json)
                 .arg(max)
-                .arg(ms(GRACE))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(backend)?;
+                .arg(ms(GRACE));
+            for candidate in candidates {
+                let json =
+                    serde_json::to_string(candidate).map_err(|e| BackendError(e.to_string()))?;
+                invocation.arg(json);
+            }
+            let reply: Vec<String> = invocation.invoke_async(&mut conn).await.map_err(backend)?;
             let corrupt = || BackendError(format!("corrupt offer record {id}"));
             Ok(match reply.first().map(String::as_str) {
-                Some("buffered") => AddCandidate::Buffered,
-                Some("full") => AddCandidate::BufferFull,
+                Some("buffered") => AddCandidates::Buffered(
+                    reply
+                        .get(1)
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(corrupt)?,
+                ),
                 Some("parties") => {
                     let caller = reply
                         .get(1)
@@ -442,12 +453,12 @@ impl Store for RedisStore {
                         .get(2)
                         .filter(|s| !s.is_empty())
                         .map(|s| s.parse().map_err(|_| corrupt()));
-                    AddCandidate::NotBuffered(Parties {
+                    AddCandidates::NotBuffered(Parties {
                         caller,
                         answerer: answerer.transpose()?,
                     })
                 }
-                _ => AddCandidate::NotFound,
+                _ => AddCandidates::NotFound,
             })
         })
         .await

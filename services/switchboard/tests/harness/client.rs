@@ -70,6 +70,27 @@ impl Client {
         self.reply_to(req).await
     }
 
+    /// Sends `frames` in one write (a browser trickling a burst of candidates,
+    /// say): the server reads them together.
+    pub async fn send_together(&mut self, frames: &[ClientFrame]) {
+        let texts: Vec<String> = frames
+            .iter()
+            .map(|f| serde_json::to_string(f).expect("serialize"))
+            .collect();
+        self.send_texts_together(&texts).await;
+    }
+
+    /// Sends raw text frames in one write.
+    pub async fn send_texts_together(&mut self, texts: &[String]) {
+        for text in texts {
+            self.ws
+                .feed(Message::text(text.as_str()))
+                .await
+                .expect("buffer");
+        }
+        self.ws.flush().await.expect("send");
+    }
+
     /// The reply tagged `req`.
     pub async fn reply_to(&mut self, req: Req) -> ServerMessage {
         self.next_where(|m| reply_req(m) == Some(req)).await
