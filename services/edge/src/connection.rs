@@ -35,8 +35,8 @@ use switchboard_proto::{
     Candidate, ClientFrame, ClientMessage, ErrorCode, OfferId, PeerId, Req, ServerMessage, client,
 };
 use switchboard_room::{
-    Delivery, Goodbye, Outbox, OutboxReceiver, Overflowed, PartlyHandled, Reply, RoomError,
-    RoomService, RoomSession,
+    Delivery, Goodbye, MAX_CANDIDATE_BURST, Outbox, OutboxReceiver, Overflowed, PartlyHandled,
+    Reply, RoomError, RoomService, RoomSession,
 };
 use switchboard_telemetry::{Origin, TraceContext, metrics, trace};
 use tokio::time::error::Elapsed;
@@ -159,8 +159,9 @@ struct Connection {
     unflushed: bool,
     calls: CallTraces,
     /// A frame read ahead while gathering a burst of candidates, that did not
-    /// belong to it: the next one to handle.
-    held: Option<Option<Result<Message, axum::Error>>>,
+    /// belong to it, with when it arrived: the next one to handle. Boxed: an
+    /// idle connection pays a pointer for it.
+    held: Option<Box<(Frame, Origin)>>,
 }
 
 impl Connection {
@@ -223,8 +224,8 @@ impl Connection {
                     Ok(delivery) => Box::pin(self.deliver(delivery)).await,
                     Err(Overflowed) => Err(End::SlowClient),
                 },
-                frame = next_frame(&mut self.held, &mut self.socket) => {
-                    Box::pin(self.on_frame(frame, session)).await
+                (frame, arrived) = next_frame(&mut self.held, &mut self.socket) => {
+                    Box::pin(self.on_frame(frame, arrived, session)).await
                 }
                 _ = ping.tick() => Box::pin(self.heartbeat()).await,
             };
@@ -234,9 +235,11 @@ impl Connection {
         }
     }
 
+    /// Handles one client frame that arrived at `arrived` (its origin).
     async fn on_frame<S: RoomSession>(
         &mut self,
-        frame: Option<Result<Message, axum::Error>>,
+        frame: Frame,
+        arrived: Origin,
         session: &mut S,
     ) -> Result<(), End> {
         let msg = match frame {
@@ -246,7 +249,7 @@ impl Connection {
         };
         self.last_seen = Instant::now();
         match msg {
-            Message::Text(text) => self.on_text(text.as_str(), session).await,
+            Message::Text(text) => self.on_text(text.as_str(), arrived, session).await,
             Message::Binary(_) => {
                 metrics::client_message(metrics::INVALID_MESSAGE);
                 if !self.admit()? {
@@ -283,8 +286,12 @@ impl Connection {
         self.send_error(req, ErrorCode::RateLimited, message).await
     }
 
-    async fn on_text<S: RoomSession>(&mut self, text: &str, session: &mut S) -> Result<(), End> {
-        let origin = Origin::received_now();
+    async fn on_text<S: RoomSession>(
+        &mut self,
+        text: &str,
+        origin: Origin,
+        session: &mut S,
+    ) -> Result<(), End> {
         // Every frame counts against the limit, malformed ones included.
         let admitted = self.admit()?;
         let frame = match client::parse(text) {
@@ -359,11 +366,13 @@ impl Connection {
 
     /// Takes the candidates for `offer_id` that the client sent right behind
     /// one (already read: they wait in the socket's buffer), up to
-    /// [`MAX_BURST`], and says what cut the burst short if not its end. A frame
-    /// that is not one of them is held for the next turn of the loop.
+    /// [`MAX_CANDIDATE_BURST`], and says what cut the burst short if not its
+    /// end. A frame that is not one of them is held for the next turn of the
+    /// loop. (A close frame read ahead makes tungstenite refuse to send the
+    /// burst's answers: the client is leaving and will not read them.)
     fn gather_burst(&mut self, offer_id: OfferId) -> (Vec<(Option<Req>, Candidate)>, Option<Cut>) {
         let mut more = Vec::new();
-        while more.len() + 1 < MAX_BURST {
+        while more.len() + 1 < MAX_CANDIDATE_BURST {
             let Some(frame) = self.socket.recv().now_or_never() else {
                 break;
             };
@@ -382,7 +391,7 @@ impl Connection {
                 _ => None,
             };
             let Some((req, candidate)) = next else {
-                self.held = Some(frame);
+                self.held = Some(Box::new((frame, Origin::received_now())));
                 break;
             };
             self.last_seen = Instant::now();
@@ -595,10 +604,6 @@ fn event_offer(msg: &ServerMessage) -> Option<&OfferId> {
     }
 }
 
-/// Candidates handled as one request, at most: what one round trip to the
-/// store takes.
-const MAX_BURST: usize = 32;
-
 /// A candidate and those the client sent right behind it for the same offer.
 struct Burst {
     first: (Option<Req>, ClientMessage),
@@ -614,15 +619,21 @@ enum Cut {
     End(End),
 }
 
-/// The next client frame: the one held back while gathering a burst, if any,
-/// else the next from the socket.
+/// A client frame as read: `None` once the socket has ended.
+type Frame = Option<Result<Message, axum::Error>>;
+
+/// The next client frame and when it arrived: the one held back while
+/// gathering a burst, if any, else the next from the socket.
 async fn next_frame(
-    held: &mut Option<Option<Result<Message, axum::Error>>>,
+    held: &mut Option<Box<(Frame, Origin)>>,
     socket: &mut WebSocket,
-) -> Option<Result<Message, axum::Error>> {
+) -> (Frame, Origin) {
     match held.take() {
-        Some(frame) => frame,
-        None => socket.recv().await,
+        Some(held) => *held,
+        None => {
+            let frame = socket.recv().await;
+            (frame, Origin::received_now())
+        }
     }
 }
 

@@ -61,6 +61,11 @@ pub trait RoomSession: Send + 'static {
     fn close(self, how: Goodbye) -> impl Future<Output = ()> + Send;
 }
 
+/// Candidates in one burst ([`RoomSession::candidates`]), at most: what one
+/// request and one store round trip take. Edges gather no more; a room
+/// replica refuses longer bursts over gRPC.
+pub const MAX_CANDIDATE_BURST: usize = 32;
+
 /// A burst of candidates ([`RoomSession::candidates`]) of which only the first
 /// `handled` were handled: `error` is why the others were not, and the answer to
 /// each of them.

@@ -32,7 +32,7 @@ mod room;
 mod session;
 pub mod store;
 
-pub use api::{Goodbye, PartlyHandled, Readiness, RoomService, RoomSession};
+pub use api::{Goodbye, MAX_CANDIDATE_BURST, PartlyHandled, Readiness, RoomService, RoomSession};
 pub use bus::{Bus, memory::MemoryBus};
 pub use config::RoomConfig;
 pub use error::{BackendError, RoomError};

@@ -164,8 +164,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends `candidates`, in order, to the buffer of a pending offer if
     /// `from` is its caller, as many as fit under `max` in all (a browser
-    /// trickles candidates in bursts: one round trip for a burst). Redis: one
-    /// Lua script (`RPUSH`, `LTRIM` when over).
+    /// trickles candidates in bursts: one round trip for a burst). Candidates
+    /// already buffered stay, even past a lower `max`. An empty burst buffers
+    /// nothing and checks nothing. Redis: one Lua script (`RPUSH`, `LTRIM`
+    /// when over).
     fn add_candidates(
         &self,
         id: &OfferId,

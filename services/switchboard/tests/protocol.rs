@@ -667,6 +667,36 @@ async fn a_burst_of_candidates_is_answered_frame_by_frame(c: &Cluster) {
     assert_eq!(shown, expected, "buffered in order up to the limit");
 }
 
+/// In an answered call, candidates sent together are relayed to the other
+/// party, all of them, in order.
+async fn a_burst_of_candidates_in_a_call_is_relayed_in_order(c: &Cluster) {
+    let (mut caller, mut callee, offer_id) = answered_call(c, "burst-call").await;
+    let last = Req::new(1).expect("req");
+    let frames: Vec<ClientFrame> = (0..6)
+        .map(|n| {
+            let message = ClientMessage::Candidate {
+                offer_id,
+                candidate: candidate(n),
+            };
+            ClientFrame::new((n == 5).then_some(last), message)
+        })
+        .collect();
+    callee.send_together(&frames).await;
+    let reply = callee.reply_to(last).await;
+    assert!(matches!(reply, ServerMessage::Ok { .. }), "{reply:?}");
+    for n in 0..6 {
+        let got = caller
+            .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
+            .await;
+        let expected = ServerMessage::Candidate {
+            offer_id,
+            from: callee.peer_id,
+            candidate: candidate(n),
+        };
+        assert_eq!(got, expected);
+    }
+}
+
 async fn requests_get_exactly_one_reply_and_bare_messages_no_ok(c: &Cluster) {
     let lobby = room("req");
     let mut peer = c.client(A).await;
@@ -989,6 +1019,7 @@ suite!(
     answering_is_refused_where_it_must_be,
     limits_on_offers_and_buffered_candidates,
     a_burst_of_candidates_is_answered_frame_by_frame,
+    a_burst_of_candidates_in_a_call_is_relayed_in_order,
     requests_get_exactly_one_reply_and_bare_messages_no_ok,
     many_calls_in_parallel_are_never_crossed,
     every_bad_message_gets_its_error_and_the_connection_survives,

@@ -162,6 +162,26 @@ async fn a_burst_is_buffered_in_order_as_far_as_it_fits(store: &impl Store) {
         .await
         .expect("add");
     assert_eq!(added, AddCandidates::NotFound);
+
+    // A limit of 0 buffers nothing; a limit lowered below what is buffered
+    // takes no more but keeps what was taken.
+    let offer = record("burst", caller);
+    store.insert_offer(&offer, TTL).await.expect("insert");
+    let mut results = Vec::new();
+    for (candidates, max) in [(burst(0, 2), 0), (burst(0, 4), 10), (burst(4, 6), 2)] {
+        let added = store
+            .add_candidates(&offer.id, &caller, &candidates, max)
+            .await
+            .expect("add");
+        results.push(added);
+    }
+    assert_eq!(results, [0, 4, 0].map(AddCandidates::Buffered));
+    let listed = store.room_offers(&room("burst")).await.expect("list");
+    assert_eq!(
+        listed,
+        vec![(offer, burst(0, 4))],
+        "nothing taken is dropped"
+    );
 }
 
 async fn exactly_one_of_many_concurrent_claims_wins(store: &impl Store) {
@@ -398,13 +418,18 @@ async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
     let caller = PeerId::random();
     let offer = record("expiry", caller);
     store.insert_offer(&offer, TTL).await.expect("insert");
-    for n in 0..3 {
-        let added = store
-            .add_candidates(&offer.id, &caller, &[candidate(n)], 8)
-            .await
-            .expect("add");
-        assert_eq!(added, AddCandidates::Buffered(1));
-    }
+    // The first burst creates the buffer (and sets its expiry), then singles.
+    let first = [candidate(0), candidate(1)];
+    let added = store
+        .add_candidates(&offer.id, &caller, &first, 8)
+        .await
+        .expect("add");
+    assert_eq!(added, AddCandidates::Buffered(2));
+    let added = store
+        .add_candidates(&offer.id, &caller, &[candidate(2)], 8)
+        .await
+        .expect("add");
+    assert_eq!(added, AddCandidates::Buffered(1));
     let client = ::redis::Client::open(url).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()

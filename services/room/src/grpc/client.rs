@@ -607,18 +607,21 @@ impl RoomSession for RemoteSession {
             Ok(reply) => burst_reply_from_pb(reply),
             Err(error) => Err(PartlyHandled { handled: 0, error }),
         };
-        let status = result
-            .as_ref()
-            .map_or_else(|e| e.error.code().as_str(), |_| "ok");
-        metrics::grpc_request(Side::Client, "candidate", status, started.elapsed());
         match result {
             // A replica from before bursts reads none (the body is unknown
-            // to it: `bad_message`, nothing handled); it takes them singly.
+            // to it: `bad_message`, nothing handled); it takes them singly,
+            // and they are counted as such.
             Err(PartlyHandled { handled: 0, error }) if error.code() == ErrorCode::BadMessage => {
-                tracing::debug!("room replica takes no candidate bursts; sending them singly");
+                tracing::debug!("room replica takes no such candidate burst; sending them singly");
                 self.one_by_one(offer_id, candidates, origin).await
             }
-            result => result,
+            result => {
+                let status = result
+                    .as_ref()
+                    .map_or_else(|e| e.error.code().as_str(), |_| "ok");
+                metrics::grpc_request(Side::Client, "candidate", status, started.elapsed());
+                result
+            }
         }
     }
 
@@ -762,6 +765,7 @@ mod tests {
     /// body as none (`bad_message`) and takes single candidates, recording them.
     struct OldReplica {
         candidates: Arc<Mutex<Vec<String>>>,
+        bursts: Arc<AtomicUsize>,
     }
 
     #[tonic::async_trait]
@@ -778,6 +782,7 @@ mod tests {
             let mut inbound = request.into_inner();
             let (tx, rx) = mpsc::channel(16);
             let candidates = Arc::clone(&self.candidates);
+            let bursts = Arc::clone(&self.bursts);
             tokio::spawn(async move {
                 while let Ok(Some(frame)) = inbound.message().await {
                     let out = match frame.frame {
@@ -792,10 +797,15 @@ mod tests {
                                     candidates.lock().expect("lock").push(c);
                                     pb::reply::Result::Done(pb::Done {})
                                 }
-                                _ => pb::reply::Result::Error(pb::Failure {
-                                    code: pb::ErrorCode::from(ErrorCode::BadMessage).into(),
-                                    message: "missing request body".into(),
-                                }),
+                                body => {
+                                    if matches!(body, Some(Body::CandidateBurst(_))) {
+                                        bursts.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    pb::reply::Result::Error(pb::Failure {
+                                        code: pb::ErrorCode::from(ErrorCode::BadMessage).into(),
+                                        message: "missing request body".into(),
+                                    })
+                                }
                             };
                             Out::Reply(pb::Reply {
                                 session: req.session,
@@ -830,8 +840,10 @@ mod tests {
             )
             .await;
         let shutdown = CancellationToken::new();
+        let bursts = Arc::new(AtomicUsize::new(0));
         let old = pb::rooms_server::RoomsServer::new(OldReplica {
             candidates: Arc::clone(&received),
+            bursts: Arc::clone(&bursts),
         });
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -865,6 +877,7 @@ mod tests {
             .await
             .expect("every candidate handled");
         let expected: Vec<String> = candidates.into_iter().map(|c| c.candidate).collect();
+        assert_eq!(bursts.load(Ordering::Relaxed), 1, "a burst was tried first");
         assert_eq!(
             *received.lock().expect("lock"),
             expected,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use switchboard_proto::error::FieldError;
 use switchboard_proto::pb::{self, convert, rooms_server};
-use switchboard_proto::{Candidate, ClientMessage, OfferId, PeerId};
+use switchboard_proto::{Candidate, ClientMessage, ErrorCode, OfferId, PeerId};
 use switchboard_telemetry::metrics::{self, Side};
 use switchboard_telemetry::{Origin, trace};
 use tokio::net::TcpListener;
@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{burst_reply_to_pb, failure, reply_to_pb, state_from_pb};
-use crate::api::{Goodbye, PartlyHandled, Readiness, RoomSession};
+use crate::api::{Goodbye, MAX_CANDIDATE_BURST, PartlyHandled, Readiness, RoomSession};
 use crate::bus::Bus;
 use crate::error::RoomError;
 use crate::event::{origin_from_pb, origin_to_pb};
@@ -201,6 +201,11 @@ impl Ask {
     fn from_pb(body: Option<pb::request::Body>) -> Result<Self, FieldError> {
         match body.ok_or_else(|| convert::missing("request body"))? {
             pb::request::Body::CandidateBurst(burst) => {
+                if burst.candidates.len() > MAX_CANDIDATE_BURST {
+                    // The edge then sends them singly.
+                    let why = format!("at most {MAX_CANDIDATE_BURST} candidates in a burst");
+                    return Err(FieldError::new(ErrorCode::BadMessage, why));
+                }
                 let (offer_id, candidates) = convert::from_candidate_burst(burst)?;
                 Ok(Ask::Burst(offer_id, candidates))
             }
@@ -507,5 +512,33 @@ impl Deliver for StreamOutbox {
                 self.ended.cancel();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_longer_than_the_limit_is_refused_for_the_edge_to_send_it_singly() {
+        let burst = |n: usize| {
+            let candidate = pb::Candidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                ..Default::default()
+            };
+            Some(pb::request::Body::CandidateBurst(pb::CandidateBurst {
+                offer_id: OfferId::random().to_string(),
+                candidates: vec![candidate; n],
+            }))
+        };
+        let Ok(Ask::Burst(_, taken)) = Ask::from_pb(burst(MAX_CANDIDATE_BURST)) else {
+            panic!("a burst at the limit is taken");
+        };
+        assert_eq!(taken.len(), MAX_CANDIDATE_BURST);
+        let Err(refused) = Ask::from_pb(burst(MAX_CANDIDATE_BURST + 1)) else {
+            panic!("a longer burst is refused");
+        };
+        assert_eq!(refused.code, ErrorCode::BadMessage);
     }
 }

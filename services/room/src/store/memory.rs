@@ -138,6 +138,9 @@ impl Store for MemoryStore {
         candidates: &[Candidate],
         max: usize,
     ) -> Result<AddCandidates, BackendError> {
+        if candidates.is_empty() {
+            return Ok(AddCandidates::Buffered(0));
+        }
         let mut state = self.state();
         let Some(entry) = state.live(id) else {
             return Ok(AddCandidates::NotFound);

@@ -99,9 +99,10 @@ impl Scripts {
             // KEYS: offer, candidates. ARGV: from, max, grace ms, then each
             // candidate's JSON. Each `redis.call` costs several µs: the common
             // case makes three however many candidates come at once. Those
-            // past `max` are pushed and trimmed off again (rare: a full buffer).
-            // The buffer expires with its offer (at deadline + grace), set
-            // when the first candidates create it.
+            // past `max` are pushed and trimmed off again (rare: a full
+            // buffer); candidates buffered before are never trimmed, even past
+            // a `max` lowered since. The buffer expires with its offer (at
+            // deadline + grace), set when the first candidates create it.
             add_candidates: Script::new(&format!(
                 "{NOW}
                 {READ}
@@ -110,12 +111,12 @@ impl Scripts {
                 if f[4] or f[2] ~= ARGV[1] then return {{'parties', f[2], f[4] or ''}} end
                 local count = #ARGV - 3
                 local max = tonumber(ARGV[2])
+                if max <= 0 then return {{'buffered', '0'}} end
                 local n = redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
-                local taken = count
-                if n > max then
-                    taken = math.max(count - (n - max), 0)
-                    redis.call('LTRIM', KEYS[2], 0, max - 1)
-                end
+                local before = n - count
+                local keep = math.max(max, before)
+                local taken = math.max(math.min(count, max - before), 0)
+                if n > keep then redis.call('LTRIM', KEYS[2], 0, keep - 1) end
                 if n == count then redis.call('PEXPIREAT', KEYS[2], tonumber(f[5]) + tonumber(ARGV[3])) end
                 return {{'buffered', tostring(taken)}}"
             )),
