@@ -12,7 +12,7 @@ use harness::cluster::{EDGE_A, REDIS, ROOM_1, Routing};
 use harness::process::wait_until;
 use harness::{Client, Cluster, candidate, room, sdp};
 use switchboard_proto::{
-    ClientFrame, ClientMessage, CloseReason, ErrorCode, OfferId, Req, RoomId, ServerMessage,
+    ClientMessage, CloseReason, ErrorCode, OfferId, Req, RoomId, ServerMessage,
 };
 
 /// Caller publishes, callee answers, caller receives the answer.
@@ -243,17 +243,10 @@ async fn two_hundred_concurrent_calls_across_nodes_lose_and_misroute_nothing() {
                     })
                     .await;
             }
-            for n in 0..4 {
-                let got = caller
-                    .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
-                    .await;
-                let expected = ServerMessage::Candidate {
-                    offer_id,
-                    from: callee.peer_id,
-                    candidate: candidate(1000 * i + n),
-                };
-                assert_eq!(got, expected, "call {i}");
-            }
+            let sent = (0..4).map(|n| candidate(1000 * i + n));
+            caller
+                .expect_candidates(offer_id, callee.peer_id, sent)
+                .await;
             // Nothing from any other call reached this caller.
             for msg in caller.drain().await {
                 if let ServerMessage::Answer { offer_id: id, .. }
@@ -438,11 +431,7 @@ async fn a_replica_delivers_its_own_events_exactly_once() {
 async fn sessions_starting_together_share_subscribe_commands_and_leave_nothing_subscribed() {
     const N: usize = 40;
     let mut c = Cluster::distributed().await;
-    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to redis");
+    let mut redis = redis_of(&mut c).await;
     let () = ::redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut redis)
@@ -522,11 +511,7 @@ async fn sessions_starting_together_share_subscribe_commands_and_leave_nothing_s
 async fn a_burst_of_candidates_is_buffered_with_one_script() {
     const N: u32 = 6;
     let mut c = Cluster::distributed().await;
-    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to redis");
+    let mut redis = redis_of(&mut c).await;
     let lobby = room("burst");
     let mut caller = c.client(A).await;
     caller.join(&lobby).await;
@@ -535,19 +520,9 @@ async fn a_burst_of_candidates_is_buffered_with_one_script() {
     // Counted by its `RPUSH` (the expiry sweeper runs scripts of its own).
     let pushes_before = command_calls(&mut redis, "rpush").await;
     let last = Req::new(1).expect("req");
-    let frames: Vec<ClientFrame> = (0..N)
-        .map(|n| {
-            let req = (n + 1 == N).then_some(last);
-            ClientFrame::new(
-                req,
-                ClientMessage::Candidate {
-                    offer_id,
-                    candidate: candidate(n),
-                },
-            )
-        })
-        .collect();
-    caller.send_together(&frames).await;
+    caller
+        .send_together(&harness::candidate_burst(offer_id, 0..N, last))
+        .await;
     let reply = caller.reply_to(last).await;
     assert!(matches!(reply, ServerMessage::Ok { .. }), "{reply:?}");
     assert_eq!(
@@ -564,6 +539,15 @@ async fn a_burst_of_candidates_is_buffered_with_one_script() {
         (0..N).map(candidate).collect::<Vec<_>>()
     );
     c.stop().await;
+}
+
+/// A connection to the cluster's Redis.
+async fn redis_of(c: &mut Cluster) -> ::redis::aio::MultiplexedConnection {
+    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis")
 }
 
 /// How many times Redis has run `command` (lower case) since its statistics

@@ -672,29 +672,15 @@ async fn a_burst_of_candidates_is_answered_frame_by_frame(c: &Cluster) {
 async fn a_burst_of_candidates_in_a_call_is_relayed_in_order(c: &Cluster) {
     let (mut caller, mut callee, offer_id) = answered_call(c, "burst-call").await;
     let last = Req::new(1).expect("req");
-    let frames: Vec<ClientFrame> = (0..6)
-        .map(|n| {
-            let message = ClientMessage::Candidate {
-                offer_id,
-                candidate: candidate(n),
-            };
-            ClientFrame::new((n == 5).then_some(last), message)
-        })
-        .collect();
-    callee.send_together(&frames).await;
+    callee
+        .send_together(&harness::candidate_burst(offer_id, 0..6, last))
+        .await;
     let reply = callee.reply_to(last).await;
     assert!(matches!(reply, ServerMessage::Ok { .. }), "{reply:?}");
-    for n in 0..6 {
-        let got = caller
-            .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
-            .await;
-        let expected = ServerMessage::Candidate {
-            offer_id,
-            from: callee.peer_id,
-            candidate: candidate(n),
-        };
-        assert_eq!(got, expected);
-    }
+    let from = callee.peer_id;
+    caller
+        .expect_candidates(offer_id, from, (0..6).map(candidate))
+        .await;
 }
 
 async fn requests_get_exactly_one_reply_and_bare_messages_no_ok(c: &Cluster) {

@@ -27,6 +27,22 @@ fn answerer<'a>(peer: &PeerId, offer: &'a OfferRecord) -> Answerer<'a> {
     }
 }
 
+/// Claims `offer` for `peer`, which must win, and returns the candidates it took.
+async fn won_candidates(
+    store: &impl Store,
+    offer: &OfferRecord,
+    peer: &PeerId,
+) -> Vec<switchboard_proto::Candidate> {
+    let claim = store
+        .claim(&offer.id, answerer(peer, offer), CALL_TTL)
+        .await
+        .expect("claim");
+    let Claim::Won { candidates, .. } = claim else {
+        panic!("the claim should win, got {claim:?}");
+    };
+    candidates
+}
+
 fn record(room_name: &str, caller: PeerId) -> OfferRecord {
     OfferRecord {
         id: OfferId::random(),
@@ -100,15 +116,8 @@ async fn only_the_caller_buffers_and_only_up_to_the_limit(store: &impl Store) {
             .expect("add"),
         AddCandidates::Buffered(0)
     );
-    let claim = store
-        .claim(&offer.id, answerer(&stranger, &offer), CALL_TTL)
-        .await
-        .expect("claim");
-    let Claim::Won { candidates, .. } = claim else {
-        panic!("the claim should win, got {claim:?}");
-    };
     assert_eq!(
-        candidates,
+        won_candidates(store, &offer, &stranger).await,
         vec![candidate(0), candidate(1)],
         "a refused candidate is not buffered"
     );
@@ -145,15 +154,8 @@ async fn a_burst_is_buffered_in_order_as_far_as_it_fits(store: &impl Store) {
         [3, 2, 0, 0].map(AddCandidates::Buffered),
         "all of the first burst, as many of the next as fit, none once full"
     );
-    let claim = store
-        .claim(&offer.id, answerer(&PeerId::random(), &offer), CALL_TTL)
-        .await
-        .expect("claim");
-    let Claim::Won { candidates, .. } = claim else {
-        panic!("the claim should win, got {claim:?}");
-    };
     assert_eq!(
-        candidates,
+        won_candidates(store, &offer, &PeerId::random()).await,
         burst(0, 5),
         "in order, without those past the limit"
     );

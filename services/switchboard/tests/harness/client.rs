@@ -91,6 +91,27 @@ impl Client {
         self.ws.flush().await.expect("send");
     }
 
+    /// Asserts that the next candidates relayed to this client are `expected`,
+    /// for `offer_id` from `from`, in order (other messages stay unread).
+    pub async fn expect_candidates(
+        &mut self,
+        offer_id: OfferId,
+        from: PeerId,
+        expected: impl IntoIterator<Item = Candidate>,
+    ) {
+        for candidate in expected {
+            let got = self
+                .next_where(|m| matches!(m, ServerMessage::Candidate { .. }))
+                .await;
+            let expected = ServerMessage::Candidate {
+                offer_id,
+                from,
+                candidate,
+            };
+            assert_eq!(got, expected);
+        }
+    }
+
     /// The reply tagged `req`.
     pub async fn reply_to(&mut self, req: Req) -> ServerMessage {
         self.next_where(|m| reply_req(m) == Some(req)).await

@@ -40,6 +40,24 @@ pub fn candidate(n: u32) -> switchboard_proto::Candidate {
     }
 }
 
+/// Candidates `ns` for `offer_id` as frames to send together (a browser's
+/// trickle burst): only the last carries a `req`, `last`.
+pub fn candidate_burst(
+    offer_id: switchboard_proto::OfferId,
+    ns: std::ops::Range<u32>,
+    last: switchboard_proto::Req,
+) -> Vec<switchboard_proto::ClientFrame> {
+    let end = ns.end;
+    ns.map(|n| {
+        let message = switchboard_proto::ClientMessage::Candidate {
+            offer_id,
+            candidate: candidate(n),
+        };
+        switchboard_proto::ClientFrame::new((n + 1 == end).then_some(last), message)
+    })
+    .collect()
+}
+
 /// `join` as a message.
 pub fn room(name: &str) -> switchboard_proto::RoomId {
     name.parse().expect("valid room name")
