@@ -8,7 +8,7 @@ mod harness;
 
 use futures_util::future::join_all;
 use harness::cluster::Side::{A, B};
-use harness::cluster::{EDGE_A, REDIS, ROOM_1, Routing};
+use harness::cluster::{EDGE_A, EDGE_B, REDIS, ROOM_1, Routing};
 use harness::process::wait_until;
 use harness::{Client, Cluster, candidate, room, sdp};
 use switchboard_proto::{
@@ -506,9 +506,10 @@ async fn sessions_starting_together_share_subscribe_commands_and_leave_nothing_s
 
 /// Candidates a client sends together cross from edge to replica as one
 /// request and are buffered by one Redis script (one `RPUSH`), not one each;
-/// the callee is shown all of them, in order.
+/// the callee is shown all of them, in order. In the call, the callee's burst
+/// is one request too, and the caller gets all of it, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_candidates_is_buffered_with_one_script() {
+async fn a_burst_of_candidates_is_one_request_and_one_script() {
     const N: u32 = 6;
     let mut c = Cluster::distributed().await;
     let mut redis = redis_of(&mut c).await;
@@ -538,7 +539,45 @@ async fn a_burst_of_candidates_is_buffered_with_one_script() {
         offers[0].candidates,
         (0..N).map(candidate).collect::<Vec<_>>()
     );
+
+    let answered = callee.answer(offer_id, sdp("answer", 100)).await;
+    assert!(
+        matches!(answered, ServerMessage::Answered { .. }),
+        "{answered:?}"
+    );
+    let edge_b = c.process(EDGE_B).admin_addr().await;
+    let requests_before = candidate_requests(edge_b).await;
+    callee
+        .send_together(&harness::candidate_burst(offer_id, 100..100 + N, last))
+        .await;
+    let reply = callee.reply_to(last).await;
+    assert!(matches!(reply, ServerMessage::Ok { .. }), "{reply:?}");
+    assert_eq!(
+        candidate_requests(edge_b).await - requests_before,
+        1,
+        "{N} candidates sent together in a call, relayed by one request"
+    );
+    let sent = (100..100 + N).map(candidate);
+    caller
+        .expect_candidates(offer_id, callee.peer_id, sent)
+        .await;
     c.stop().await;
+}
+
+/// The `candidate` requests an edge has had answered by its room replicas.
+async fn candidate_requests(admin: std::net::SocketAddr) -> u64 {
+    let (status, metrics) = harness::raw::http_get(admin, "/metrics").await;
+    assert_eq!(status, 200, "GET /metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("switchboard_grpc_requests_total{"))
+        .filter(|l| {
+            ["side=\"client\"", "method=\"candidate\"", "status=\"ok\""]
+                .iter()
+                .all(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A connection to the cluster's Redis.
