@@ -314,17 +314,28 @@ impl Connection {
             // Liveness of this connection: answered here, without the room.
             return self.send(&ServerMessage::Pong { req }).await;
         }
-        if let ClientMessage::Candidate { offer_id, .. } = &message {
-            let (more, cut) = self.gather_burst(*offer_id);
-            if !more.is_empty() || cut.is_some() {
-                let burst = Burst {
-                    first: (req, message),
-                    more,
-                    cut,
-                };
-                return Box::pin(self.on_burst(burst, origin, session)).await;
+        let message = match message {
+            ClientMessage::Candidate {
+                offer_id,
+                candidate,
+            } => {
+                let (more, cut) = self.gather_burst(offer_id);
+                if !more.is_empty() || cut.is_some() {
+                    let frames = std::iter::once((req, candidate)).chain(more).collect();
+                    let burst = Burst {
+                        offer_id,
+                        frames,
+                        cut,
+                    };
+                    return Box::pin(self.on_burst(burst, origin, session)).await;
+                }
+                ClientMessage::Candidate {
+                    offer_id,
+                    candidate,
+                }
             }
-        }
+            message => message,
+        };
         let span = trace::request_span("ws.request", "server", &self.peer, &message);
         if let Some(call) = message_offer(&message).and_then(|id| self.calls.get(id)) {
             call.continue_in(&span);
@@ -413,19 +424,12 @@ impl Connection {
         origin: Origin,
         session: &mut S,
     ) -> Result<(), End> {
-        let Burst { first, more, cut } = burst;
-        let (
-            first_req,
-            ClientMessage::Candidate {
-                offer_id,
-                candidate,
-            },
-        ) = first
-        else {
-            unreachable!("a burst starts with a candidate");
-        };
-        let (reqs, candidates): (Vec<_>, Vec<_>) =
-            std::iter::once((first_req, candidate)).chain(more).unzip();
+        let Burst {
+            offer_id,
+            frames,
+            cut,
+        } = burst;
+        let (reqs, candidates): (Vec<_>, Vec<_>) = frames.into_iter().unzip();
         let span = trace::burst_span("ws.request", "server", &self.peer, &offer_id, reqs.len());
         if let Some(call) = self.calls.get(&offer_id) {
             call.continue_in(&span);
@@ -604,10 +608,11 @@ fn event_offer(msg: &ServerMessage) -> Option<&OfferId> {
     }
 }
 
-/// A candidate and those the client sent right behind it for the same offer.
+/// A candidate and those the client sent right behind it for the same offer,
+/// each with its frame's `req`, in order.
 struct Burst {
-    first: (Option<Req>, ClientMessage),
-    more: Vec<(Option<Req>, Candidate)>,
+    offer_id: OfferId,
+    frames: Vec<(Option<Req>, Candidate)>,
     cut: Option<Cut>,
 }
 
