@@ -379,7 +379,9 @@ impl Connection {
     /// one (already read: they wait in the socket's buffer), up to
     /// [`MAX_CANDIDATE_BURST`], and says what cut the burst short if not its
     /// end. A frame that is not one of them is held for the next turn of the
-    /// loop. (A close frame read ahead makes tungstenite refuse to send the
+    /// loop, where it is parsed again (rare: it must have come in the same
+    /// read; keeping the raw frame keeps one path for every frame). (A close
+    /// frame read ahead makes tungstenite refuse to send the
     /// burst's answers: the client is leaving and will not read them.)
     fn gather_burst(&mut self, offer_id: OfferId) -> (Vec<(Option<Req>, Candidate)>, Option<Cut>) {
         let mut more = Vec::new();
