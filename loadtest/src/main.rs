@@ -17,6 +17,11 @@ use crate::procstat::Proc;
 use crate::report::Report;
 use crate::scenario::Target;
 
+/// The same allocator as the server: the loader shares the machine's cores
+/// with it, so what the loader spends is taken from the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Simulated caller/callee pairs against one or more Switchboard edges.
 ///
 /// Without a scenario flag it runs the closed loop (`--concurrency`,

@@ -54,6 +54,9 @@ type Limiter =
 const ABUSE_AFTER: u32 = 200;
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the upgrade response may wait for the welcome (see `socket`): a
+/// room slower than this to take the session gets the client a ping first.
+const UPGRADE_HELD_AT_MOST: Duration = Duration::from_millis(100);
 
 /// Why a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +123,7 @@ pub(crate) fn run<R: RoomService>(
         // what it does once (connect, clean up) or per message is boxed: an
         // idle connection's task holds only the waiting loop, not the largest
         // future it could ever await (4.4 KiB per connection, all unboxed).
-        let mut session = match Box::pin(rooms.connect(peer, outbox)).await {
+        let mut session = match Box::pin(conn.connect(rooms, peer, outbox)).await {
             Ok(session) => session,
             Err(err) => {
                 let cause = std::error::Error::source(&err).map(ToString::to_string);
@@ -184,6 +187,27 @@ impl Connection {
             calls: CallTraces::default(),
             held: None,
         }
+    }
+
+    /// Opens the peer's session with the room. The upgrade response waits for
+    /// the connection's first frame, normally the welcome, which waits for
+    /// this: if the room takes long, a ping goes out so that the client's
+    /// handshake completes meanwhile.
+    async fn connect<R: RoomService>(
+        &mut self,
+        rooms: R,
+        peer: PeerId,
+        outbox: Outbox,
+    ) -> Result<R::Session, RoomError> {
+        let mut connecting = std::pin::pin!(rooms.connect(peer, outbox));
+        if let Ok(connected) = timeout(UPGRADE_HELD_AT_MOST, &mut connecting).await {
+            return connected;
+        }
+        // A client that cannot take the ping is found out by the loop.
+        if self.write(Message::Ping(Default::default())).await.is_ok() {
+            let _ = self.flush().await;
+        }
+        connecting.await
     }
 
     /// The session loop; returns why it ended.

@@ -18,7 +18,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use switchboard_room::RoomService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,10 +25,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::EdgeConfig;
 use crate::connection;
+use crate::socket::ClientListener;
 
 /// Initial read buffer per connection: allocated up front for every idle
 /// connection (tungstenite's default is 128 KiB), and grown on demand for a
-/// large message.
+/// large message. tungstenite reads at most this much per call, but those
+/// calls are served from what the socket read ahead (`socket`), not the kernel.
 const READ_BUFFER: usize = 1024;
 
 /// Frames owed to a client are gathered up to this many bytes and written
@@ -74,12 +75,7 @@ pub async fn serve<R: RoomService>(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<R>))
         .with_state(edge);
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
+    axum::serve(ClientListener(listener), app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
 

@@ -6,6 +6,8 @@
 //!   drains the sessions.
 //! * `connection`: one task per WebSocket, one `select!` loop: client frames in,
 //!   room events out, heartbeat, shutdown.
+//! * `socket`: the client sockets under hyper and the WebSocket: reads that
+//!   take all that is waiting, the upgrade response sent with the welcome.
 //!
 //! The edge holds connections, not state: it is written against the room's
 //! [`switchboard_room::RoomService`] trait, so the same code serves the room logic
@@ -14,6 +16,7 @@
 pub mod config;
 mod connection;
 pub mod http;
+mod socket;
 
 pub use config::EdgeConfig;
 pub use http::serve;
