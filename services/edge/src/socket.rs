@@ -188,15 +188,11 @@ impl AsyncWrite for ClientSocket {
 
     /// Sends what is held before shutting down.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while !this.held.is_empty() {
-            let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, this.held.as_slice()))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            this.held.advance(n);
+        // With nothing to add, this writes out what is held, if anything.
+        if let Some(written) = self.hold_or_flush_held(cx, &[]) {
+            ready!(written)?;
         }
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 
