@@ -11,8 +11,14 @@ use harness::cluster::{edge_config, room_config};
 use harness::raw::{http_get, read_until_closed, silent_websocket};
 use harness::{Client, Cluster, room, sdp};
 use switchboard_edge::EdgeConfig;
-use switchboard_proto::{ClientMessage, ErrorCode, IceServer, ServerMessage};
+use switchboard_proto::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage};
+use switchboard_room::{MemoryBus, MemoryStore, Outbox, Readiness, Room, RoomError, RoomService};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 async fn cluster_with(edge: EdgeConfig) -> Cluster {
     Cluster::standalone_with(edge, room_config()).await
@@ -247,4 +253,67 @@ async fn floods_of_malformed_frames_count_against_the_rate_limit() {
     let close = client.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1008);
     c.stop().await;
+}
+
+/// The in-memory room behind a gate: `connect` waits until the test opens it,
+/// as a room replica that is slow to accept a session would.
+#[derive(Clone)]
+struct GatedRooms {
+    room: Room<MemoryStore, MemoryBus>,
+    open: watch::Receiver<bool>,
+}
+
+impl RoomService for GatedRooms {
+    type Session = <Room<MemoryStore, MemoryBus> as RoomService>::Session;
+
+    async fn connect(&self, peer: PeerId, outbox: Outbox) -> Result<Self::Session, RoomError> {
+        let _ = self.open.clone().wait_for(|open| *open).await;
+        self.room.connect(peer, outbox).await
+    }
+
+    async fn readiness(&self) -> Readiness {
+        self.room.readiness().await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_room_does_not_hold_the_handshake_back() {
+    let (gate, open) = watch::channel(false);
+    let rooms = GatedRooms {
+        room: Room::in_memory(room_config()),
+        open,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(switchboard_edge::serve(
+        listener,
+        rooms,
+        edge_config(),
+        shutdown.clone(),
+    ));
+    // The room has not accepted the session, yet the handshake completes: the
+    // edge releases its `101` with a ping rather than wait for the welcome.
+    let (mut ws, _) = timeout(harness::DEADLINE, connect_async(format!("ws://{addr}/ws")))
+        .await
+        .expect("the handshake completes while the room is slow")
+        .expect("upgraded");
+    let first = timeout(harness::DEADLINE, ws.next())
+        .await
+        .expect("a frame");
+    assert!(
+        matches!(first, Some(Ok(Message::Ping(_)))),
+        "a ping comes before the welcome: {first:?}"
+    );
+    gate.send_replace(true);
+    let welcome = timeout(harness::DEADLINE, ws.next())
+        .await
+        .expect("a frame");
+    let Some(Ok(Message::Text(welcome))) = welcome else {
+        panic!("the welcome follows once the room answers: {welcome:?}");
+    };
+    let welcome: ServerMessage = serde_json::from_str(&welcome).expect("a server message");
+    assert!(matches!(welcome, ServerMessage::Welcome { .. }));
+    shutdown.cancel();
+    server.await.expect("joined").expect("served");
 }
