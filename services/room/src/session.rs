@@ -548,14 +548,21 @@ impl<S: Store, B: Bus> Session<S, B> {
 
     /// Removes one of this peer's offers or calls (in `room`) and tells the
     /// others. It is forgotten here only once the store has removed it, so a
-    /// failed attempt is retried at disconnect.
+    /// failed attempt is retried at disconnect. A call the other party already
+    /// ended is only forgotten: the store holds nothing more of it.
     async fn end(
         &mut self,
         offer_id: &OfferId,
         room: &RoomId,
         reason: CloseReason,
     ) -> Result<(), RoomError> {
+        let ended = self.routes.ended_by_other(offer_id);
         self.routes.forget(offer_id);
+        if ended {
+            self.made.remove(offer_id);
+            self.answered.remove(offer_id);
+            return Ok(());
+        }
         let removed = self.room.store().remove_offer(offer_id, room).await?;
         self.made.remove(offer_id);
         self.answered.remove(offer_id);

@@ -1,8 +1,9 @@
 //! Failures of the distributed topology, on real processes: Redis restarted,
 //! a room replica killed mid-call, an edge killed; and many calls across nodes
 //! at once, many sessions starting together (their Redis subscriptions go out
-//! in batches and are all let go when they leave), and a burst of candidates
-//! (one request, one Redis script).
+//! in batches and are all let go when they leave), a burst of candidates
+//! (one request, one Redis script), and a call ended by the other party (not
+//! looked up again).
 
 mod harness;
 
@@ -581,6 +582,35 @@ async fn candidate_requests(admin: std::net::SocketAddr) -> u64 {
 }
 
 /// A connection to the cluster's Redis.
+/// A call the other party ended (its `hangup` reached this peer's replica) is
+/// gone from the store: the peer's clean-up does not ask Redis about it again.
+/// Counted by `HMGET`, which every script that looks at an offer runs first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_other_party_ended_is_not_looked_up_again_at_disconnect() {
+    let mut c = Cluster::distributed().await;
+    let mut redis = redis_of(&mut c).await;
+    let lobby = room("over");
+    let mut caller = c.client(A).await;
+    let mut callee = c.client(B).await;
+    // Ends with the caller's hangup delivered to the callee.
+    harness::full_call(&mut caller, &mut callee, &lobby).await;
+    let reads_before = command_calls(&mut redis, "hmget").await;
+    let callee_id = callee.peer_id;
+    callee.disconnect().await;
+    // Published once the callee's clean-up has been through its calls.
+    caller
+        .next_where(
+            |m| matches!(m, ServerMessage::PeerLeft { peer_id, .. } if *peer_id == callee_id),
+        )
+        .await;
+    assert_eq!(
+        command_calls(&mut redis, "hmget").await - reads_before,
+        0,
+        "the callee's replica knew the call was over"
+    );
+    c.stop().await;
+}
+
 async fn redis_of(c: &mut Cluster) -> ::redis::aio::MultiplexedConnection {
     let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
     client

@@ -7,6 +7,10 @@
 //! wrapped in [`Watch`]). It is forgotten when a `hangup` reaches the peer, when
 //! the peer ends the call itself, and shortly before the call's record expires
 //! in the store; a candidate without a route takes the store's word, as before.
+//!
+//! A `hangup` that reaches the peer also marks its call as ended by the other
+//! party, who sends it only once the store no longer holds the call: the
+//! peer's own clean-up (leaving, disconnecting) then skips the store for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,30 +26,46 @@ const MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(crate) struct CallRoutes {
-    routes: Mutex<HashMap<OfferId, Route>>,
+    calls: Mutex<HashMap<OfferId, Call>>,
     call_ttl: Duration,
 }
 
+/// What is known here of one of the peer's calls.
 #[derive(Debug, Clone, Copy)]
-struct Route {
-    other: PeerId,
-    until: Instant,
+enum Call {
+    /// Live, with the other party, trusted until `until`.
+    Routed { other: PeerId, until: Instant },
+    /// The other party ended it: the store holds nothing more of it.
+    Ended,
 }
 
 impl CallRoutes {
-    /// Routes remembered at most: a peer in more calls than this asks the store.
+    /// Calls remembered at most: a peer in more calls than this asks the store.
     pub(crate) const MAX: usize = 64;
 
     pub(crate) fn new(call_ttl: Duration) -> Arc<Self> {
         Arc::new(Self {
-            routes: Mutex::default(),
+            calls: Mutex::default(),
             call_ttl,
         })
     }
 
-    fn routes(&self) -> MutexGuard<'_, HashMap<OfferId, Route>> {
+    fn calls(&self) -> MutexGuard<'_, HashMap<OfferId, Call>> {
         // Every update is one insert or remove: a poisoned map is still whole.
-        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers `call` for `offer` if there is room (making room by dropping
+    /// routes that expired and ended calls, which only save a store lookup).
+    fn remember(&self, offer: OfferId, call: Call) {
+        let mut calls = self.calls();
+        if calls.len() >= Self::MAX {
+            let now = Instant::now();
+            calls.retain(|_, call| matches!(call, Call::Routed { until, .. } if *until > now));
+        }
+        if calls.len() < Self::MAX || calls.contains_key(&offer) {
+            calls.insert(offer, call);
+        }
     }
 
     /// The call `offer` was answered just now; `other` is the other party.
@@ -53,35 +73,37 @@ impl CallRoutes {
         let Some(life) = self.call_ttl.checked_sub(MARGIN).filter(|l| !l.is_zero()) else {
             return;
         };
-        let now = Instant::now();
-        let mut routes = self.routes();
-        if routes.len() >= Self::MAX {
-            routes.retain(|_, route| route.until > now);
-        }
-        if routes.len() < Self::MAX || routes.contains_key(&offer) {
-            routes.insert(
-                offer,
-                Route {
-                    other,
-                    until: now + life,
-                },
-            );
-        }
+        let until = Instant::now() + life;
+        self.remember(offer, Call::Routed { other, until });
     }
 
     /// The other party of the live call `offer`, if known here.
     pub(crate) fn other(&self, offer: &OfferId) -> Option<PeerId> {
-        let mut routes = self.routes();
-        let route = *routes.get(offer)?;
-        if route.until > Instant::now() {
-            return Some(route.other);
+        let mut calls = self.calls();
+        match *calls.get(offer)? {
+            Call::Routed { other, until } if until > Instant::now() => Some(other),
+            Call::Routed { .. } => {
+                calls.remove(offer);
+                None
+            }
+            Call::Ended => None,
         }
-        routes.remove(offer);
-        None
     }
 
+    /// The peer ends the call itself.
     pub(crate) fn forget(&self, offer: &OfferId) {
-        self.routes().remove(offer);
+        self.calls().remove(offer);
+    }
+
+    /// The other party ended the call `offer` (its `hangup` reached the peer).
+    fn hung_up(&self, offer: OfferId) {
+        self.remember(offer, Call::Ended);
+    }
+
+    /// Whether the other party ended the call `offer`: the store holds
+    /// nothing more of it.
+    pub(crate) fn ended_by_other(&self, offer: &OfferId) -> bool {
+        matches!(self.calls().get(offer), Some(Call::Ended))
     }
 
     /// `outbox`, watched for the answers and hang-ups it carries to the peer.
@@ -104,7 +126,7 @@ impl Deliver for Watch {
     fn deliver(&self, delivery: Arc<Delivery>) {
         match &delivery.msg {
             ServerMessage::Answer { offer_id, from, .. } => self.routes.learn(*offer_id, *from),
-            ServerMessage::Hangup { offer_id, .. } => self.routes.forget(offer_id),
+            ServerMessage::Hangup { offer_id, .. } => self.routes.hung_up(*offer_id),
             _ => {}
         }
         self.outbox.push(delivery)
@@ -158,6 +180,10 @@ mod tests {
         };
         watched.push(Delivery::new(hangup.clone(), Origin::default()));
         assert_eq!(routes.other(&offer), None);
+        assert!(
+            routes.ended_by_other(&offer),
+            "the hangup says the call is over"
+        );
         assert!(matches!(
             rx.recv().await.map(|d| d.msg.clone()),
             Ok(ServerMessage::Answer { .. })
@@ -176,12 +202,19 @@ mod tests {
         for offer in &offers {
             routes.learn(*offer, PeerId::random());
         }
-        assert_eq!(routes.routes().len(), CallRoutes::MAX);
+        assert_eq!(routes.calls().len(), CallRoutes::MAX);
         assert_eq!(
             routes.other(&offers[CallRoutes::MAX]),
             None,
             "not remembered"
         );
+        // Ended calls count against the same bound.
+        let ended = CallRoutes::new(TTL);
+        for offer in &offers {
+            ended.hung_up(*offer);
+            assert!(ended.calls().len() <= CallRoutes::MAX);
+        }
+        assert!(ended.ended_by_other(&offers[CallRoutes::MAX]));
     }
 
     #[test]
