@@ -31,7 +31,7 @@ use crate::socket::ClientListener;
 /// connection (tungstenite's default is 128 KiB), and grown on demand for a
 /// large message. tungstenite reads at most this much per call, but those
 /// calls are served from what the socket read ahead (`socket`), not the kernel.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 
 /// Frames owed to a client are gathered up to this many bytes and written
 /// together once nothing more is ready (see `connection`): one system call for
