@@ -31,6 +31,9 @@ use crate::socket::ClientListener;
 /// connection (tungstenite's default is 128 KiB), and grown on demand for a
 /// large message. tungstenite reads at most this much per call, but those
 /// calls are served from what the socket read ahead (`socket`), not the kernel.
+/// Measured (callgrind, standalone): 256 instead of 1 KiB costs ~1% more
+/// instructions per session (an offer takes 18 calls instead of 5) and saves
+/// 768 bytes per idle connection; 128 would cost ~3% for 128 more.
 const READ_BUFFER: usize = 256;
 
 /// Frames owed to a client are gathered up to this many bytes and written
