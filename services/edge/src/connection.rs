@@ -17,9 +17,9 @@
 //!
 //! Every client request is handled in its own `request` span; a request about
 //! an offer (candidate, answer, hangup) continues the trace of that offer, so
-//! one call is one trace across edges and room replicas. A connection has no
-//! span of its own (with a log subscriber one costs ~340 bytes per idle
-//! connection): what it logs outside a request names its `peer_id`. Every frame in and
+//! one call is one trace across edges and room replicas (when traces are
+//! exported). A connection has no span of its own: with a log subscriber one
+//! costs ~340 bytes per idle connection. Its log lines name its `peer_id`. Every frame in and
 //! out is counted; events are timed from the moment the edge that received
 //! their client frame got it (relay latency).
 
@@ -138,7 +138,13 @@ pub(crate) fn run<R: RoomService>(
         let end = conn
             .pump(&mut session, &mut events, &shutdown, upgraded)
             .await;
-        tracing::debug!(peer_id = %peer, reason = ?end, "disconnected");
+        match end {
+            End::SlowClient => tracing::warn!(
+                peer_id = %peer,
+                "client too slow (outbound queue full or a write timed out); disconnected"
+            ),
+            _ => tracing::debug!(peer_id = %peer, reason = ?end, "disconnected"),
+        }
         metrics::connection_closed(end.label());
         // A client sent away by a draining edge reconnects elsewhere; its
         // calls carry on. Otherwise its calls end with it.
@@ -393,7 +399,7 @@ impl Connection {
                 }
             }
             Err(err) => {
-                log_refusal(&span, &err);
+                log_refusal(&span, &self.peer, &err);
                 self.send_error(req, err.code(), err.to_string()).await
             }
         }
@@ -471,7 +477,7 @@ impl Connection {
             Err(PartlyHandled { handled, error }) => (handled, Some(error)),
         };
         if let Some(err) = &error {
-            log_refusal(&span, err);
+            log_refusal(&span, &self.peer, err);
         }
         for (n, req) in reqs.into_iter().enumerate() {
             match (&error, n < handled) {
@@ -668,12 +674,14 @@ async fn next_frame(
     }
 }
 
-/// Logs why a request was refused, in its span: a failing backend is a
-/// warning, a refusal the client caused is routine.
-fn log_refusal(span: &tracing::Span, err: &RoomError) {
+/// Logs why `peer`'s request was refused, in its span: a failing backend is
+/// a warning, a refusal the client caused is routine.
+fn log_refusal(span: &tracing::Span, peer: &PeerId, err: &RoomError) {
     span.in_scope(|| match err {
-        RoomError::Unavailable(cause) => tracing::warn!(error = %cause, "request failed"),
-        _ => tracing::debug!(code = %err.code(), "request refused"),
+        RoomError::Unavailable(cause) => {
+            tracing::warn!(peer_id = %peer, error = %cause, "request failed");
+        }
+        _ => tracing::debug!(peer_id = %peer, code = %err.code(), "request refused"),
     });
 }
 

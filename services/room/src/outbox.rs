@@ -87,7 +87,8 @@ impl Deliver for Queue {
             state.overflowed = true;
             drop(state);
             metrics::outbound_queue_drop();
-            tracing::warn!("outbound queue full; disconnecting slow peer");
+            // The peer's edge logs the disconnection, with the peer's id.
+            tracing::debug!("outbound queue full; disconnecting slow peer");
         } else {
             state.items.push_back(delivery);
             drop(state);

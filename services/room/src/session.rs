@@ -510,10 +510,10 @@ impl<S: Store, B: Bus> Session<S, B> {
             self.room.publish(&topic, closed, &self.origin),
         );
         if let Err(err) = relayed {
-            tracing::warn!(%offer_id, error = %err, "could not relay an answer");
+            tracing::warn!(peer_id = %self.peer, %offer_id, error = %err, "could not relay an answer");
         }
         if let Err(err) = announced {
-            tracing::warn!(%offer_id, error = %err, "could not announce an answered offer");
+            tracing::warn!(peer_id = %self.peer, %offer_id, error = %err, "could not announce an answered offer");
         }
         Ok(Reply::Answered {
             offer_id,
@@ -581,7 +581,10 @@ impl<S: Store, B: Bus> Session<S, B> {
             .map(|(id, room)| (*id, room.clone()))
             .collect();
         for (id, room) in ids {
-            if how == Goodbye::Moving && self.is_call(&id).await {
+            // A moving peer keeps its calls; one the other party ended is
+            // over, and `end` only forgets it (no lookup needed to tell).
+            let ended = self.routes.ended_by_other(&id);
+            if how == Goodbye::Moving && !ended && self.is_call(&id).await {
                 continue;
             }
             if let Err(err) = self.end(&id, &room, CloseReason::OffererLeft).await {

@@ -1,5 +1,6 @@
 //! Connection-level behaviour of the edge: welcome, frame limits, heartbeat,
-//! slow clients, rate limits, graceful shutdown and the HTTP endpoints.
+//! slow clients, rate limits, graceful shutdown, the HTTP endpoints, and a
+//! handshake that completes while the room is slow to accept the session.
 
 mod harness;
 
@@ -314,6 +315,7 @@ async fn a_slow_room_does_not_hold_the_handshake_back() {
     };
     let welcome: ServerMessage = serde_json::from_str(&welcome).expect("a server message");
     assert!(matches!(welcome, ServerMessage::Welcome { .. }));
+    drop(ws);
     shutdown.cancel();
     server.await.expect("joined").expect("served");
 }

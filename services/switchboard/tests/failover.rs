@@ -581,14 +581,17 @@ async fn candidate_requests(admin: std::net::SocketAddr) -> u64 {
         .sum()
 }
 
-/// A connection to the cluster's Redis.
 /// A call the other party ended (its `hangup` reached this peer's replica) is
-/// gone from the store: the peer's clean-up does not ask Redis about it again.
-/// Counted by `HMGET`, which every script that looks at an offer runs first.
+/// gone from the store: the peer's clean-up does not ask Redis about it again,
+/// whether it answered the call or made it, and whether it disconnects or
+/// leaves the room. Counted by `HMGET`, which every script that looks at an
+/// offer runs first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_the_other_party_ended_is_not_looked_up_again_at_disconnect() {
+async fn a_call_the_other_party_ended_is_not_looked_up_again_at_clean_up() {
     let mut c = Cluster::distributed().await;
     let mut redis = redis_of(&mut c).await;
+
+    // The caller hangs up; the callee disconnects.
     let lobby = room("over");
     let mut caller = c.client(A).await;
     let mut callee = c.client(B).await;
@@ -608,9 +611,35 @@ async fn a_call_the_other_party_ended_is_not_looked_up_again_at_disconnect() {
         0,
         "the callee's replica knew the call was over"
     );
+
+    // The callee hangs up; the caller leaves the room.
+    let lobby = room("over-again");
+    let mut caller = c.client(A).await;
+    let mut callee = c.client(B).await;
+    caller.join(&lobby).await;
+    callee.join(&lobby).await;
+    let offer_id = call(&mut caller, &mut callee, &lobby).await;
+    callee.request(ClientMessage::Hangup { offer_id }).await;
+    caller
+        .next_where(|m| matches!(m, ServerMessage::Hangup { .. }))
+        .await;
+    let reads_before = command_calls(&mut redis, "hmget").await;
+    // Replied to once the caller's calls in the room are dealt with.
+    let left = caller
+        .request(ClientMessage::Leave {
+            room: lobby.clone(),
+        })
+        .await;
+    assert!(matches!(left, ServerMessage::Ok { .. }), "{left:?}");
+    assert_eq!(
+        command_calls(&mut redis, "hmget").await - reads_before,
+        0,
+        "the caller's replica knew the call was over"
+    );
     c.stop().await;
 }
 
+/// A connection to the cluster's Redis.
 async fn redis_of(c: &mut Cluster) -> ::redis::aio::MultiplexedConnection {
     let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
     client

@@ -108,7 +108,12 @@ impl Entry {
     /// The waiter of request `call`, no longer waiting.
     fn take_call(&mut self, call: u64) -> Option<ReplyWaiter> {
         let at = self.calls.iter().position(|(id, _)| *id == call)?;
-        Some(self.calls.swap_remove(at).1)
+        let waiter = self.calls.swap_remove(at).1;
+        if self.calls.is_empty() {
+            // An idle session keeps no buffer.
+            self.calls = Vec::new();
+        }
+        Some(waiter)
     }
 }
 
@@ -627,7 +632,7 @@ impl RoomSession for RemoteSession {
             // to it: `bad_message`, nothing handled); it takes them singly,
             // and they are counted as such.
             Err(PartlyHandled { handled: 0, error }) if error.code() == ErrorCode::BadMessage => {
-                tracing::debug!("room replica takes no such candidate burst; sending them singly");
+                tracing::debug!(session = self.id, %offer_id, "room replica takes no such candidate burst; sending them singly");
                 self.one_by_one(offer_id, candidates, origin).await
             }
             result => {

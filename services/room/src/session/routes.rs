@@ -4,13 +4,14 @@
 //!
 //! A route is learnt where the call is made: by the answerer when its claim
 //! wins, by the caller when the answer is delivered to it (the outbox is
-//! wrapped in [`Watch`]). It is forgotten when a `hangup` reaches the peer, when
-//! the peer ends the call itself, and shortly before the call's record expires
-//! in the store; a candidate without a route takes the store's word, as before.
+//! wrapped in [`Watch`]). It is forgotten when the peer ends the call itself,
+//! and shortly before the call's record expires in the store; a candidate
+//! without a route takes the store's word, as before.
 //!
-//! A `hangup` that reaches the peer also marks its call as ended by the other
-//! party, who sends it only once the store no longer holds the call: the
-//! peer's own clean-up (leaving, disconnecting) then skips the store for it.
+//! A `hangup` that reaches the peer replaces the route with a mark that the
+//! other party ended the call, which it does only once the store no longer
+//! holds the call: the peer's own clean-up (leaving, disconnecting) then skips
+//! the store for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
