@@ -19,9 +19,9 @@
 //! an offer (candidate, answer, hangup) continues the trace of that offer, so
 //! one call is one trace across edges and room replicas (when traces are
 //! exported). A connection has no span of its own: with a log subscriber one
-//! costs ~340 bytes per idle connection. Its log lines name its `peer_id`. Every frame in and
-//! out is counted; events are timed from the moment the edge that received
-//! their client frame got it (relay latency).
+//! costs ~340 bytes per idle connection. Its log lines name its `peer_id`.
+//! Every frame in and out is counted; events are timed from the moment the
+//! edge that received their client frame got it (relay latency).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

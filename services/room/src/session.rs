@@ -558,12 +558,10 @@ impl<S: Store, B: Bus> Session<S, B> {
     ) -> Result<(), RoomError> {
         let ended = self.routes.ended_by_other(offer_id);
         self.routes.forget(offer_id);
-        if ended {
-            self.made.remove(offer_id);
-            self.answered.remove(offer_id);
-            return Ok(());
-        }
-        let removed = self.room.store().remove_offer(offer_id, room).await?;
+        let removed = match ended {
+            true => None,
+            false => self.room.store().remove_offer(offer_id, room).await?,
+        };
         self.made.remove(offer_id);
         self.answered.remove(offer_id);
         if let Some(record) = removed {

@@ -213,8 +213,8 @@ impl Extractor for TraceContext {
 /// `otel_name` in traces, with the request's type, peer, and its room or offer
 /// (never SDPs or candidates). A root in `tracing`'s tree; continue a received
 /// context with [`TraceContext::continue_in`]. While tracing is off there is
-/// no span at all (request handling is the hot path; the connection's own
-/// span still names the peer in logs).
+/// no span at all (request handling is the hot path; the edge's log lines
+/// name the peer themselves).
 pub fn request_span(
     otel_name: &'static str,
     otel_kind: &'static str,
