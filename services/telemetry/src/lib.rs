@@ -3,7 +3,8 @@
 //!
 //! * [`metrics`]: every metric name, its labels and buckets, in one place, and
 //!   the typed functions the services record through (labels are bounded by
-//!   construction: never a room, peer or offer id).
+//!   construction: never a room, peer or offer id). They record through
+//!   per-thread handles (`series`), not a registry lookup per call.
 //! * [`prometheus`]: installs the process-wide recorder and renders the
 //!   exposition served on the admin port's `/metrics`.
 //! * [`trace`]: OpenTelemetry tracing configured by the standard `OTEL_*`
@@ -15,6 +16,7 @@
 pub mod metrics;
 mod origin;
 pub mod prometheus;
+mod series;
 pub mod trace;
 
 pub use origin::Origin;

@@ -15,6 +15,8 @@ use std::time::Duration;
 use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use switchboard_proto::{ClientMessage, CloseReason, ErrorCode, ServerMessage};
 
+use crate::series::{gauge_add, gauge_set, increment, record};
+
 // ---- every process ----------------------------------------------------------
 pub const BUILD_INFO: &str = "switchboard_build_info";
 pub const READY: &str = "switchboard_ready";
@@ -370,14 +372,14 @@ fn register_grpc(side: Side) {
 // ---- recording ---------------------------------------------------------------
 
 pub fn set_ready(ready: bool) {
-    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    gauge_set(READY, &[], if ready { 1.0 } else { 0.0 });
 }
 
 /// A connection was accepted; the open-connections gauge stays raised until
 /// the returned guard drops.
 pub fn connection_opened() -> OpenConnection {
-    counter!(CONNECTIONS_OPENED).increment(1);
-    gauge!(CONNECTIONS_OPEN).increment(1.0);
+    increment(CONNECTIONS_OPENED, &[], 1);
+    gauge_add(CONNECTIONS_OPEN, &[], 1.0);
     OpenConnection(())
 }
 
@@ -387,96 +389,107 @@ pub struct OpenConnection(());
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        gauge!(CONNECTIONS_OPEN).decrement(1.0);
+        gauge_add(CONNECTIONS_OPEN, &[], -1.0);
     }
 }
 
 /// A connection ended; `reason` is one of [`CLOSE_REASONS`].
 pub fn connection_closed(reason: &'static str) {
     debug_assert!(CLOSE_REASONS.contains(&reason), "unknown reason {reason}");
-    counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+    increment(CONNECTIONS_CLOSED, &[("reason", reason)], 1);
     if reason == "slow_client" {
-        counter!(SLOW_CLIENT_DISCONNECTS).increment(1);
+        increment(SLOW_CLIENT_DISCONNECTS, &[], 1);
     }
 }
 
 /// A client frame arrived; `kind` is a client message type or [`INVALID_MESSAGE`].
 pub fn client_message(kind: &'static str) {
-    counter!(CLIENT_MESSAGES, "type" => kind).increment(1);
+    increment(CLIENT_MESSAGES, &[("type", kind)], 1);
 }
 
 /// A frame was written to a client.
 pub fn server_message(msg: &ServerMessage) {
-    counter!(SERVER_MESSAGES, "type" => msg.kind()).increment(1);
+    increment(SERVER_MESSAGES, &[("type", msg.kind())], 1);
     if let ServerMessage::Error { code, .. } = msg {
-        counter!(PROTOCOL_ERRORS, "code" => code.as_str()).increment(1);
+        increment(PROTOCOL_ERRORS, &[("code", code.as_str())], 1);
     }
 }
 
 pub fn relay_latency(kind: &'static str, elapsed: Duration) {
-    ::metrics::histogram!(RELAY_LATENCY, "type" => kind).record(elapsed.as_secs_f64());
+    record(RELAY_LATENCY, &[("type", kind)], elapsed.as_secs_f64());
 }
 
 pub fn session_setup(elapsed: Duration) {
-    ::metrics::histogram!(SESSION_SETUP).record(elapsed.as_secs_f64());
+    record(SESSION_SETUP, &[], elapsed.as_secs_f64());
 }
 
 pub fn outbound_queue_drop() {
-    counter!(OUTBOUND_QUEUE_DROPS).increment(1);
+    increment(OUTBOUND_QUEUE_DROPS, &[], 1);
 }
 
 pub fn room_replicas_serving(count: usize) {
-    gauge!(ROOM_REPLICAS_SERVING).set(count as f64);
+    gauge_set(ROOM_REPLICAS_SERVING, &[], count as f64);
 }
 
 /// The store's pending offers: how many, and the oldest one's age.
 pub fn pending_offers(count: usize, oldest: Duration) {
-    gauge!(PENDING_OFFERS).set(count as f64);
-    gauge!(OLDEST_PENDING_OFFER_AGE).set(oldest.as_secs_f64());
+    gauge_set(PENDING_OFFERS, &[], count as f64);
+    gauge_set(OLDEST_PENDING_OFFER_AGE, &[], oldest.as_secs_f64());
 }
 
 pub fn offer_created() {
-    counter!(OFFERS_CREATED).increment(1);
+    increment(OFFERS_CREATED, &[], 1);
 }
 
 /// A pending offer stopped being pending.
 pub fn offer_closed(reason: CloseReason) {
-    counter!(OFFERS_CLOSED, "reason" => close_reason(reason)).increment(1);
+    increment(OFFERS_CLOSED, &[("reason", close_reason(reason))], 1);
 }
 
 /// A pending offer was answered `waited` after it was created.
 pub fn offer_answered(waited: Duration) {
     offer_closed(CloseReason::Answered);
-    ::metrics::histogram!(OFFER_ANSWER).record(waited.as_secs_f64());
+    record(OFFER_ANSWER, &[], waited.as_secs_f64());
 }
 
 /// One room request over gRPC; `status` is `ok` or an error code.
 pub fn grpc_request(side: Side, method: &'static str, status: &'static str, took: Duration) {
     let side = side.as_str();
-    counter!(GRPC_REQUESTS, "side" => side, "method" => method, "status" => status).increment(1);
-    ::metrics::histogram!(GRPC_REQUEST_DURATION, "side" => side, "method" => method)
-        .record(took.as_secs_f64());
+    increment(
+        GRPC_REQUESTS,
+        &[("side", side), ("method", method), ("status", status)],
+        1,
+    );
+    record(
+        GRPC_REQUEST_DURATION,
+        &[("side", side), ("method", method)],
+        took.as_secs_f64(),
+    );
 }
 
 /// One Redis round trip.
 pub fn redis_command(command: RedisCommand, ok: bool, took: Duration) {
-    ::metrics::histogram!(REDIS_COMMAND_DURATION, "command" => command.as_str())
-        .record(took.as_secs_f64());
+    let command = command.as_str();
+    record(
+        REDIS_COMMAND_DURATION,
+        &[("command", command)],
+        took.as_secs_f64(),
+    );
     if !ok {
-        counter!(REDIS_ERRORS, "command" => command.as_str()).increment(1);
+        increment(REDIS_ERRORS, &[("command", command)], 1);
     }
 }
 
 pub fn pubsub_message(direction: Direction) {
-    counter!(PUBSUB_MESSAGES, "direction" => direction.as_str()).increment(1);
+    increment(PUBSUB_MESSAGES, &[("direction", direction.as_str())], 1);
 }
 
 pub fn pubsub_reconnect() {
-    counter!(PUBSUB_RECONNECTS).increment(1);
+    increment(PUBSUB_RECONNECTS, &[], 1);
 }
 
 pub fn pubsub_subscriptions(count: usize) {
-    gauge!(PUBSUB_SUBSCRIPTIONS).set(count as f64);
+    gauge_set(PUBSUB_SUBSCRIPTIONS, &[], count as f64);
 }
 
 /// Times `op`, a Redis round trip, and records it under `command`.

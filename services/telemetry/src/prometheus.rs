@@ -58,6 +58,7 @@ fn build(role: Role) -> Result<Exporter, InstallError> {
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
     ::metrics::set_global_recorder(recorder).map_err(|_| InstallError::AlreadyInstalled)?;
+    crate::series::recorder_installed();
     register(role);
     spawn_upkeep(handle.clone(), UPKEEP_INTERVAL);
     Ok(Exporter { handle })

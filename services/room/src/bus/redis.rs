@@ -183,7 +183,12 @@ impl RedisBus {
     fn on_message(&self, msg: &redis::Msg) {
         metrics::pubsub_message(Direction::Received);
         let channel = msg.get_channel_name();
-        let mut event = match pb::BusEvent::decode(msg.get_payload_bytes()) {
+        let payload = msg.get_payload_bytes();
+        if is_own_event(payload, self.inner.sender) {
+            // Delivered to our own peers when we published it.
+            return;
+        }
+        let mut event = match pb::BusEvent::decode(payload) {
             Ok(event) => event,
             Err(err) => {
                 tracing::warn!(%channel, error = %err, "undecodable bus message dropped");
@@ -194,10 +199,6 @@ impl RedisBus {
             if let Some(waiter) = self.probes().remove(&nonce) {
                 let _ = waiter.send(());
             }
-            return;
-        }
-        if event.sender == self.inner.sender {
-            // Delivered to our own peers when we published it.
             return;
         }
         let Some(topic) = self.inner.keys.topic(channel) else {
@@ -345,6 +346,15 @@ async fn timed(
     time_redis(command, bounded).await
 }
 
+/// Whether `payload` is an event `sender` published, other than a probe:
+/// read from its header alone, without decoding the rest.
+fn is_own_event(payload: &[u8], sender: u64) -> bool {
+    match pb::BusEventHeader::decode(payload) {
+        Ok(header) => header.sender == sender && header.probe.is_none(),
+        Err(_) => false,
+    }
+}
+
 impl Bus for RedisBus {
     async fn ping(&self) -> Result<(), BackendError> {
         let nonce: u64 = rand::random();
@@ -415,5 +425,44 @@ impl Bus for RedisBus {
         let encoded = envelope.encode_to_vec();
         self.publish_bytes(self.inner.keys.channel(topic), encoded)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(kind: pb::bus_event::Kind, sender: u64) -> Vec<u8> {
+        let origin = Some(pb::Origin::default());
+        pb::BusEvent {
+            kind: Some(kind),
+            origin,
+            sender,
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn own_events_are_told_from_their_header() {
+        let offer = pb::bus_event::Kind::Offer(pb::RoomOffer {
+            room: "lobby".into(),
+            to: Some("bob".into()),
+            offer: Some(pb::PendingOffer {
+                offer_id: "o1".into(),
+                from: "alice".into(),
+                sdp: "v=0\r\n".repeat(900),
+                candidates: vec![pb::Candidate::default(); 4],
+            }),
+        });
+        let mine = envelope(offer.clone(), 7);
+        assert!(is_own_event(&mine, 7));
+        assert!(!is_own_event(&mine, 8), "another replica's event");
+        let probe = envelope(pb::bus_event::Kind::Probe(42), 7);
+        assert!(!is_own_event(&probe, 7), "own probes are kept");
+        assert!(
+            !is_own_event(&[0xff, 0xff, 0xff], 7),
+            "garbage is left to the decoder"
+        );
+        assert!(!is_own_event(&envelope(offer, 0), 7));
     }
 }
