@@ -106,8 +106,10 @@ fn parse_tagged(text: &str) -> Result<ClientFrame, ParseError> {
     serde_json::from_str(text).map_err(|err| classify(text, &err))
 }
 
-/// Every field any client message has.
+/// Every field any client message has, and no other (a frame with another
+/// field takes the derived parser, which validates what it ignores).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Flat<'a> {
     #[serde(rename = "type", borrow)]
     kind: &'a str,
@@ -121,8 +123,10 @@ struct Flat<'a> {
     to: Option<PeerId>,
     #[serde(default)]
     offer_id: Option<OfferId>,
+    /// Read as a JSON value first, as the derived parser buffers it: so that
+    /// unknown keys inside are validated (strings, numbers, depth) alike.
     #[serde(default)]
-    candidate: Option<Candidate>,
+    candidate: Option<serde_json::Value>,
 }
 
 /// The fast path of [`parse`]: one pass into [`Flat`]. serde buffers an
@@ -131,9 +135,14 @@ struct Flat<'a> {
 /// the standalone server's instructions (callgrind). `None` whenever this
 /// path cannot build the message the derived parser would (a field it
 /// rejects, even one the message's type does not use, a missing one, an
-/// unknown or escaped `type`); [`parse_tagged`] then decides. So it only ever
-/// accepts what the derived parser accepts, with the same result.
+/// unknown or escaped `type`, a field it does not know, a frame that is not
+/// an object); [`parse_tagged`] then decides. So it only ever accepts what the
+/// derived parser accepts, with the same result.
 fn parse_flat(text: &str) -> Option<ClientFrame> {
+    // serde would also read a struct from a JSON array; a frame is an object.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
     let flat: Flat<'_> = serde_json::from_str(text).ok()?;
     let message = match flat.kind {
         "join" => ClientMessage::Join { room: flat.room? },
@@ -145,7 +154,7 @@ fn parse_flat(text: &str) -> Option<ClientFrame> {
         },
         "candidate" => ClientMessage::Candidate {
             offer_id: flat.offer_id?,
-            candidate: flat.candidate?,
+            candidate: Candidate::deserialize(flat.candidate?).ok()?,
         },
         "answer" => ClientMessage::Answer {
             offer_id: flat.offer_id?,
@@ -345,6 +354,35 @@ mod tests {
             r#"{"room":"lobby"}"#.into(),
             r#"{"type":"join","room":"lobby"} trailing"#.into(),
             "not json".into(),
+            r#"["ping"]"#.into(),
+            r#"["join",null,"lobby"]"#.into(),
+            r#"{"type":"ping","x":"\ud800"}"#.into(),
+            r#"{"type":"ping","x":1e400}"#.into(),
+            format!(
+                r#"{{"type":"ping","x":{}1{}}}"#,
+                "[".repeat(130),
+                "]".repeat(130)
+            ),
+            format!(
+                r#"{{"type":"candidate","offer_id":"{offer}","candidate":{{"candidate":"","x":"\ud800"}}}}"#
+            ),
+            format!(
+                r#"{{"type":"candidate","offer_id":"{offer}","candidate":{{"candidate":"","x":1e400}}}}"#
+            ),
+            format!(
+                r#"{{"type":"candidate","offer_id":"{offer}","candidate":{{"candidate":"","x":{}1{}}}}}"#,
+                "[".repeat(130),
+                "]".repeat(130)
+            ),
+            format!(
+                r#"{{"type":"candidate","offer_id":"{offer}","candidate":{{"candidate":"","sdpMLineIndex":1.0}}}}"#
+            ),
+            format!(
+                r#"{{"type":"candidate","offer_id":"{offer}","candidate":{{"candidate":"","sdpMLineIndex":70000}}}}"#
+            ),
+            format!(
+                r#"{{"type":"candidate","offer_id":"{offer}","candidate":{{"candidate":"","sdpMid":null,"usernameFragment":"u"}}}}"#
+            ),
         ]
     }
 

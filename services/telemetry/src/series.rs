@@ -9,8 +9,10 @@
 //! `&'static str`s that name it: no allocation, no lock. (The same text at two
 //! addresses costs a second entry for the same series, never a wrong one.)
 //!
-//! Handles are only kept once the process's recorder is installed
-//! ([`recorder_installed`]): one taken before is a no-op forever.
+//! Handles are only kept once the process's global recorder is installed
+//! ([`recorder_installed`]): one taken before is a no-op forever. (A recorder
+//! set for a scope with `metrics::with_local_recorder` would be bypassed by
+//! handles cached before it; nothing here uses one.)
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -69,12 +71,24 @@ fn with_handle<H>(
     labels: Labels<'_>,
     apply: impl FnOnce(&H),
 ) {
-    let key = SeriesKey::new(name, labels);
-    match key {
-        Some(key) if RECORDER_INSTALLED.load(Ordering::Acquire) => table.with_borrow_mut(|t| {
-            apply(t.entry(key).or_insert_with(|| register(name, labels)));
-        }),
-        _ => apply(&register(name, labels)),
+    let mut apply = Some(apply);
+    if let Some(key) = SeriesKey::new(name, labels)
+        && RECORDER_INSTALLED.load(Ordering::Acquire)
+    {
+        // Fails only while the thread's locals are being destroyed (a guard
+        // dropped at thread exit): then uncached, below.
+        let _ = table.try_with(|t| {
+            if let Some(apply) = apply.take() {
+                apply(
+                    t.borrow_mut()
+                        .entry(key)
+                        .or_insert_with(|| register(name, labels)),
+                );
+            }
+        });
+    }
+    if let Some(apply) = apply {
+        apply(&register(name, labels));
     }
 }
 

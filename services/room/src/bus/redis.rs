@@ -201,6 +201,11 @@ impl RedisBus {
             }
             return;
         }
+        if event.sender == self.inner.sender {
+            // Only a payload no prost encoder writes (a probe field, then an
+            // event) gets past the header check as ours.
+            return;
+        }
         let Some(topic) = self.inner.keys.topic(channel) else {
             return;
         };
