@@ -62,72 +62,82 @@ thread_local! {
     static HISTOGRAMS: Table<Histogram> = RefCell::default();
 }
 
-/// Runs `apply` on the handle of `name{labels}`, from `table` once the
-/// recorder is installed, else registered afresh.
-fn with_handle<H>(
-    table: &'static LocalKey<Table<H>>,
-    register: fn(&'static str, Labels<'_>) -> H,
-    name: &'static str,
-    labels: Labels<'_>,
-    apply: impl FnOnce(&H),
-) {
+/// A kind of handle, with its per-thread table and how to register one.
+trait Handle: Sized + 'static {
+    fn table() -> &'static LocalKey<Table<Self>>;
+    fn register(name: &'static str, labels: Labels<'_>) -> Self;
+}
+
+impl Handle for Counter {
+    fn table() -> &'static LocalKey<Table<Self>> {
+        &COUNTERS
+    }
+    fn register(name: &'static str, labels: Labels<'_>) -> Self {
+        counter!(name, labels)
+    }
+}
+
+impl Handle for Gauge {
+    fn table() -> &'static LocalKey<Table<Self>> {
+        &GAUGES
+    }
+    fn register(name: &'static str, labels: Labels<'_>) -> Self {
+        gauge!(name, labels)
+    }
+}
+
+impl Handle for Histogram {
+    fn table() -> &'static LocalKey<Table<Self>> {
+        &HISTOGRAMS
+    }
+    fn register(name: &'static str, labels: Labels<'_>) -> Self {
+        histogram!(name, labels)
+    }
+}
+
+/// Runs `apply` on the handle of `name{labels}`: the kept one once the
+/// recorder is installed, else one registered afresh.
+fn with_handle<H: Handle>(name: &'static str, labels: Labels<'_>, apply: impl FnOnce(&H)) {
     let mut apply = Some(apply);
     if let Some(key) = SeriesKey::new(name, labels)
         && RECORDER_INSTALLED.load(Ordering::Acquire)
     {
         // Fails only while the thread's locals are being destroyed (a guard
         // dropped at thread exit): then uncached, below.
-        let _ = table.try_with(|t| {
+        let _ = H::table().try_with(|table| {
             if let Some(apply) = apply.take() {
+                let mut table = table.borrow_mut();
                 apply(
-                    t.borrow_mut()
+                    table
                         .entry(key)
-                        .or_insert_with(|| register(name, labels)),
+                        .or_insert_with(|| H::register(name, labels)),
                 );
             }
         });
     }
     if let Some(apply) = apply {
-        apply(&register(name, labels));
+        apply(&H::register(name, labels));
     }
 }
 
 /// Adds `by` to the counter `name{labels}`.
 pub(crate) fn increment(name: &'static str, labels: Labels<'_>, by: u64) {
-    with_handle(
-        &COUNTERS,
-        |n, l| counter!(n, l),
-        name,
-        labels,
-        |c| c.increment(by),
-    );
+    with_handle(name, labels, |c: &Counter| c.increment(by));
 }
 
 /// Adds `by` (negative to subtract) to the gauge `name{labels}`.
 pub(crate) fn gauge_add(name: &'static str, labels: Labels<'_>, by: f64) {
-    with_handle(
-        &GAUGES,
-        |n, l| gauge!(n, l),
-        name,
-        labels,
-        |g| g.increment(by),
-    );
+    with_handle(name, labels, |g: &Gauge| g.increment(by));
 }
 
 /// Sets the gauge `name{labels}` to `value`.
 pub(crate) fn gauge_set(name: &'static str, labels: Labels<'_>, value: f64) {
-    with_handle(&GAUGES, |n, l| gauge!(n, l), name, labels, |g| g.set(value));
+    with_handle(name, labels, |g: &Gauge| g.set(value));
 }
 
 /// Records `value` in the histogram `name{labels}`.
 pub(crate) fn record(name: &'static str, labels: Labels<'_>, value: f64) {
-    with_handle(
-        &HISTOGRAMS,
-        |n, l| histogram!(n, l),
-        name,
-        labels,
-        |h| h.record(value),
-    );
+    with_handle(name, labels, |h: &Histogram| h.record(value));
 }
 
 #[cfg(test)]
