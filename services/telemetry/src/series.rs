@@ -4,10 +4,10 @@
 //! it and look it up in the recorder's registry on every call: 3–5 % of a busy
 //! edge's or room's CPU in `perf` profiles, since every client frame and every
 //! Redis round trip records something. [`crate::metrics`] records through
-//! [`increment`], [`gauge_add`], [`gauge_set`] and [`record`] instead, which keep each
-//! series' handle in a per-thread table keyed by the addresses of the
-//! `&'static str`s that name it: no allocation, no lock. (The same text at two
-//! addresses costs a second entry for the same series, never a wrong one.)
+//! [`increment`], [`gauge_add`], [`gauge_set`] and [`record`] instead, which
+//! keep each series' handle in a per-thread table keyed by the addresses of
+//! the `&'static str`s that name it: no allocation, no lock. (The same text at
+//! two addresses costs a second entry for the same series, never a wrong one.)
 //!
 //! Handles are only kept once the process's global recorder is installed
 //! ([`recorder_installed`]): one taken before is a no-op forever. (A recorder
