@@ -78,7 +78,10 @@ pub async fn serve<R: RoomService>(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<R>))
         .with_state(edge);
-    axum::serve(ClientListener(listener), app)
+    // `into_make_service` hands each connection a clone of this router (an
+    // `Arc`); serving the `Router` itself rebuilds its route table for every
+    // connection.
+    axum::serve(ClientListener(listener), app.into_make_service())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
 

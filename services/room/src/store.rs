@@ -139,8 +139,9 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Stores a new pending offer for `ttl` and indexes it under its room.
-    /// Redis: one Lua script (`HSET offer`, `PEXPIRE`, `SADD room-offers`,
-    /// `ZADD expiries`, deadlines from Redis's clock).
+    /// Redis: one transaction: `HSET offer sdp`, `PEXPIRE`, then a Lua script
+    /// (`HSET` of the other fields, `SADD room-offers`, `ZADD expiries`,
+    /// deadlines from Redis's clock).
     fn insert_offer(
         &self,
         offer: &OfferRecord,

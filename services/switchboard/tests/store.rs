@@ -453,6 +453,48 @@ async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
     );
 }
 
+/// Redis only: an offer is stored whole (SDP and expiry included) even when
+/// Redis has lost its script cache, as after a restart.
+#[tokio::test]
+async fn an_offer_is_stored_whole_after_redis_loses_its_scripts() {
+    let dir = process::log_dir("store");
+    let server = process::redis(&dir).await;
+    let url = format!("redis://{}/", server.addr);
+    let store = RedisStore::connect(&url, "contract:")
+        .await
+        .expect("connect");
+    let caller = PeerId::random();
+    let before = record("flushed", caller);
+    store.insert_offer(&before, TTL).await.expect("insert");
+    let client = ::redis::Client::open(url).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let () = ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("script flush");
+    let after = record("flushed", caller);
+    store
+        .insert_offer(&after, TTL)
+        .await
+        .expect("insert after the flush");
+    let listed = store.room_offers(&room("flushed")).await.expect("list");
+    let listed: Vec<_> = listed.into_iter().map(|(offer, _)| offer).collect();
+    assert_eq!(listed, vec![before, after.clone()]);
+    let offer_ms: i64 = ::redis::cmd("PTTL")
+        .arg(format!("contract:offer:{}", after.id))
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(
+        offer_ms > TTL.as_millis() as i64,
+        "the offer outlives its TTL by the grace period ({offer_ms} ms)"
+    );
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod memory {

@@ -73,16 +73,17 @@ impl Scripts {
         // The record in `f`, in the order of `FIELDS` (without its SDP).
         const RECORD: &str = "{f[1], f[2], f[3], false, f[4], f[5]}";
         Self {
-            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, sdp, ttl ms, grace ms, traceparent.
+            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, ttl ms, grace ms, traceparent.
+            // Everything but the SDP, which the same transaction writes (with
+            // the offer's expiry) outside the script: see `insert_offer`.
             insert: Script::new(&format!(
                 "{NOW}
-                local deadline = now + tonumber(ARGV[6])
-                local keep = tonumber(ARGV[6]) + tonumber(ARGV[7])
-                local h = {{'room', ARGV[2], 'caller', ARGV[3], 'sdp', ARGV[5], 'deadline', deadline, 'created', now_us}}
+                local deadline = now + tonumber(ARGV[5])
+                local keep = tonumber(ARGV[5]) + tonumber(ARGV[6])
+                local h = {{'room', ARGV[2], 'caller', ARGV[3], 'deadline', deadline, 'created', now_us}}
                 if ARGV[4] ~= '' then table.insert(h, 'to'); table.insert(h, ARGV[4]) end
-                if ARGV[8] ~= '' then table.insert(h, 'trace'); table.insert(h, ARGV[8]) end
+                if ARGV[7] ~= '' then table.insert(h, 'trace'); table.insert(h, ARGV[7]) end
                 redis.call('HSET', KEYS[1], unpack(h))
-                redis.call('PEXPIRE', KEYS[1], keep)
                 redis.call('SADD', KEYS[2], ARGV[1])
                 redis.call('PEXPIRE', KEYS[2], keep)
                 redis.call('ZADD', KEYS[3], deadline, ARGV[1])
@@ -311,23 +312,44 @@ impl Store for RedisStore {
     async fn insert_offer(&self, offer: &OfferRecord, ttl: Duration) -> Result<(), BackendError> {
         time_redis(RedisCommand::InsertOffer, async {
             let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .insert
-                .key(self.key(Key::Offer(&offer.id)))
+            let key = self.key(Key::Offer(&offer.id));
+            let mut insert = self.scripts.insert.key(&key);
+            insert
                 .key(self.key(Key::RoomOffers(&offer.room)))
                 .key(self.key(Key::Expiries))
                 .arg(offer.id.as_str())
                 .arg(offer.room.as_str())
                 .arg(offer.caller.as_str())
                 .arg(offer.to.map(|p| p.to_string()).unwrap_or_default())
-                .arg(offer.sdp.as_str())
                 .arg(ms(ttl))
                 .arg(ms(GRACE))
-                .arg(traceparent(&offer.trace))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(backend)?;
+                .arg(traceparent(&offer.trace));
+            // The SDP goes in by a plain HSET: handed to the script, Lua would
+            // hash all 4.5 KB of it (several times the rest of the script).
+            // One transaction, so no reader sees the offer without its SDP;
+            // the SDP and the expiry come first, so a transaction whose script
+            // fails leaves at most a field that expires (readers take a hash
+            // without `caller` for gone).
+            let keep = i64::try_from(ms(ttl).saturating_add(ms(GRACE))).unwrap_or(i64::MAX);
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hset(&key, "sdp", offer.sdp.as_str())
+                .ignore()
+                .pexpire(&key, keep)
+                .ignore()
+                .invoke_script(&insert)
+                .ignore();
+            let inserted: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            match inserted {
+                // Redis lost its script cache (a restart, SCRIPT FLUSH).
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    let _: String = insert.load_async(&mut conn).await.map_err(backend)?;
+                    let () = pipe.query_async(&mut conn).await.map_err(backend)?;
+                }
+                inserted => inserted.map_err(backend)?,
+            }
             Ok(())
         })
         .await
