@@ -407,16 +407,32 @@ async fn pending_offers_are_counted_with_the_soonest_deadline(store: &impl Store
     assert_eq!(store.pending().await.expect("pending"), (0, None));
 }
 
-/// Redis only: a pending offer's candidate buffer expires with the offer, so
-/// nothing is left behind by an offer nobody answers.
-#[tokio::test]
-async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
+/// A Redis store on a `redis-server` of its own, and a plain connection to
+/// that server to look behind the store's back (keep the process alive).
+async fn redis_store() -> (
+    process::Process,
+    RedisStore,
+    ::redis::aio::MultiplexedConnection,
+) {
     let dir = process::log_dir("store");
     let server = process::redis(&dir).await;
     let url = format!("redis://{}/", server.addr);
     let store = RedisStore::connect(&url, "contract:")
         .await
         .expect("connect");
+    let conn = ::redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    (server, store, conn)
+}
+
+/// Redis only: a pending offer's candidate buffer expires with the offer, so
+/// nothing is left behind by an offer nobody answers.
+#[tokio::test]
+async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
+    let (_server, store, mut conn) = redis_store().await;
     let caller = PeerId::random();
     let offer = record("expiry", caller);
     store.insert_offer(&offer, TTL).await.expect("insert");
@@ -432,11 +448,6 @@ async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
         .await
         .expect("add");
     assert_eq!(added, AddCandidates::Buffered(1));
-    let client = ::redis::Client::open(url).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let mut pttl = async |key: String| -> i64 {
         ::redis::cmd("PTTL")
             .arg(key)
@@ -457,20 +468,10 @@ async fn a_candidate_buffer_expires_with_its_offer_in_redis() {
 /// Redis has lost its script cache, as after a restart.
 #[tokio::test]
 async fn an_offer_is_stored_whole_after_redis_loses_its_scripts() {
-    let dir = process::log_dir("store");
-    let server = process::redis(&dir).await;
-    let url = format!("redis://{}/", server.addr);
-    let store = RedisStore::connect(&url, "contract:")
-        .await
-        .expect("connect");
+    let (_server, store, mut conn) = redis_store().await;
     let caller = PeerId::random();
     let before = record("flushed", caller);
     store.insert_offer(&before, TTL).await.expect("insert");
-    let client = ::redis::Client::open(url).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let () = ::redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut conn)
