@@ -73,13 +73,13 @@ impl Scripts {
         // The record in `f`, in the order of `FIELDS` (without its SDP).
         const RECORD: &str = "{f[1], f[2], f[3], false, f[4], f[5]}";
         Self {
-            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, ttl ms, grace ms, traceparent.
+            // KEYS: offer, room index, expiries. ARGV: id, room, caller, to, ttl ms, keep ms (how long the keys live), traceparent.
             // Everything but the SDP, which the same transaction writes (with
             // the offer's expiry) outside the script: see `insert_offer`.
             insert: Script::new(&format!(
                 "{NOW}
                 local deadline = now + tonumber(ARGV[5])
-                local keep = tonumber(ARGV[5]) + tonumber(ARGV[6])
+                local keep = tonumber(ARGV[6])
                 local h = {{'room', ARGV[2], 'caller', ARGV[3], 'deadline', deadline, 'created', now_us}}
                 if ARGV[4] ~= '' then table.insert(h, 'to'); table.insert(h, ARGV[4]) end
                 if ARGV[7] ~= '' then table.insert(h, 'trace'); table.insert(h, ARGV[7]) end
@@ -313,6 +313,7 @@ impl Store for RedisStore {
         time_redis(RedisCommand::InsertOffer, async {
             let mut conn = self.conn.clone();
             let key = self.key(Key::Offer(&offer.id));
+            let keep = ms(ttl).saturating_add(ms(GRACE));
             let mut insert = self.scripts.insert.key(&key);
             insert
                 .key(self.key(Key::RoomOffers(&offer.room)))
@@ -322,7 +323,7 @@ impl Store for RedisStore {
                 .arg(offer.caller.as_str())
                 .arg(offer.to.map(|p| p.to_string()).unwrap_or_default())
                 .arg(ms(ttl))
-                .arg(ms(GRACE))
+                .arg(keep)
                 .arg(traceparent(&offer.trace));
             // The SDP goes in by a plain HSET: handed to the script, Lua would
             // hash all 4.5 KB of it (several times the rest of the script).
@@ -330,12 +331,11 @@ impl Store for RedisStore {
             // the SDP and the expiry come first, so a transaction whose script
             // fails leaves at most a field that expires (readers take a hash
             // without `caller` for gone).
-            let keep = i64::try_from(ms(ttl).saturating_add(ms(GRACE))).unwrap_or(i64::MAX);
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .hset(&key, "sdp", offer.sdp.as_str())
                 .ignore()
-                .pexpire(&key, keep)
+                .pexpire(&key, i64::try_from(keep).unwrap_or(i64::MAX))
                 .ignore()
                 .invoke_script(&insert)
                 .ignore();
