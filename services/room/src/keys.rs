@@ -46,15 +46,18 @@ impl Keys {
 
     /// The one function that names things in Redis.
     pub fn key(&self, key: Key<'_>) -> String {
-        let p = &self.prefix;
+        // Joined from their parts with one allocation of the exact length
+        // (`format!` grows its buffer as it goes: a room replica names a few
+        // keys per request).
+        let p = self.prefix.as_str();
         match key {
-            Key::Offer(id) => format!("{p}offer:{id}"),
-            Key::Candidates(id) => format!("{p}offer:{id}:candidates"),
-            Key::RoomOffers(room) => format!("{p}room:{room}:offers"),
-            Key::Expiries => format!("{p}expiries"),
-            Key::PeerChannel(peer) => format!("{p}peer:{peer}"),
-            Key::RoomChannel(room) => format!("{p}room:{room}"),
-            Key::ProbeChannel(replica) => format!("{p}probe:{replica}"),
+            Key::Offer(id) => [p, "offer:", id.as_str()].concat(),
+            Key::Candidates(id) => [p, "offer:", id.as_str(), ":candidates"].concat(),
+            Key::RoomOffers(room) => [p, "room:", room.as_str(), ":offers"].concat(),
+            Key::Expiries => [p, "expiries"].concat(),
+            Key::PeerChannel(peer) => [p, "peer:", peer.as_str()].concat(),
+            Key::RoomChannel(room) => [p, "room:", room.as_str()].concat(),
+            Key::ProbeChannel(replica) => [p, "probe:", replica].concat(),
         }
     }
 
