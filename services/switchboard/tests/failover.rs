@@ -2,11 +2,15 @@
 //! a room replica killed mid-call, an edge killed; and many calls across nodes
 //! at once, many sessions starting together (their Redis subscriptions go out
 //! in batches and are all let go when they leave), a burst of candidates
-//! (one request, one Redis script), and a call ended by the other party (not
-//! looked up again).
+//! (one request, one Redis script), a call ended by the other party (not
+//! looked up again), and room events that only cross Redis when another
+//! replica follows the room.
 
 mod harness;
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use harness::cluster::Side::{A, B};
 use harness::cluster::{EDGE_A, EDGE_B, REDIS, ROOM_1, Routing};
@@ -420,6 +424,72 @@ async fn a_replica_delivers_its_own_events_exactly_once() {
         for kind in expected {
             assert!(kinds.contains(kind), "the {who} never got {kind}: {seen:?}");
         }
+    }
+    c.stop().await;
+}
+
+/// A room event that no other replica follows is not published (Redis would
+/// only hand it back to its publisher); once another replica follows the
+/// room, its events are. The watcher is a pattern subscription: it sees what
+/// crosses Redis on the room's channel without counting as a follower
+/// (`PUBSUB NUMSUB` leaves patterns out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_cross_redis_only_when_another_replica_follows_the_room() {
+    use ::redis::aio::PubSub;
+    use prost::Message as _;
+    use switchboard_proto::pb::{BusEvent, bus_event::Kind};
+
+    async fn next_event(watcher: &mut PubSub) -> Kind {
+        let mut messages = watcher.on_message();
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("a room event crossed redis")
+            .expect("the watcher is connected");
+        let event = BusEvent::decode(msg.get_payload_bytes()).expect("a bus event");
+        event.kind.expect("an event")
+    }
+
+    let mut c = Cluster::distributed().await;
+    let lobby = room("followed");
+    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
+    let mut watcher = client.get_async_pubsub().await.expect("connect");
+    watcher
+        .psubscribe(format!("t:room:{lobby}"))
+        .await
+        .expect("psubscribe");
+
+    // Only replica 1 (side A) follows the room: its peers get its events
+    // from it directly.
+    let mut caller = c.client(A).await;
+    let mut callee = c.client(A).await;
+    caller.join(&lobby).await;
+    callee.join(&lobby).await;
+    let first = caller.offer(&lobby, sdp("offer", 100), None).await;
+    callee
+        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id, .. } if *offer_id == first))
+        .await;
+
+    // Replica 2 follows it from the witness's join on, and is told.
+    let mut witness = c.client(B).await;
+    let shown = witness.join(&lobby).await;
+    assert_eq!(
+        shown.iter().map(|o| o.offer_id).collect::<Vec<_>>(),
+        vec![first],
+        "the store lists what was not published"
+    );
+    let second = caller.offer(&lobby, sdp("offer", 100), None).await;
+    witness
+        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id, .. } if *offer_id == second))
+        .await;
+
+    // What crossed Redis, in order: nothing before the witness came.
+    match next_event(&mut watcher).await {
+        Kind::PeerJoined(p) => assert_eq!(p.peer_id, witness.peer_id.to_string()),
+        other => panic!("the first event on the room's channel: {other:?}"),
+    }
+    match next_event(&mut watcher).await {
+        Kind::Offer(o) => assert_eq!(o.offer.expect("offer").offer_id, second.to_string()),
+        other => panic!("the second event on the room's channel: {other:?}"),
     }
     c.stop().await;
 }

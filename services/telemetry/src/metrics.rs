@@ -143,12 +143,13 @@ pub enum RedisCommand {
     TakeExpired,
     PendingStats,
     Publish,
+    Followers,
     Subscribe,
     Unsubscribe,
 }
 
 impl RedisCommand {
-    pub const ALL: [RedisCommand; 12] = [
+    pub const ALL: [RedisCommand; 13] = [
         Self::Ping,
         Self::InsertOffer,
         Self::GetOffer,
@@ -159,6 +160,7 @@ impl RedisCommand {
         Self::TakeExpired,
         Self::PendingStats,
         Self::Publish,
+        Self::Followers,
         Self::Subscribe,
         Self::Unsubscribe,
     ];
@@ -175,6 +177,7 @@ impl RedisCommand {
             Self::TakeExpired => "take_expired",
             Self::PendingStats => "pending_stats",
             Self::Publish => "publish",
+            Self::Followers => "followers",
             Self::Subscribe => "subscribe",
             Self::Unsubscribe => "unsubscribe",
         }

@@ -4,6 +4,8 @@
 //! channel) and hands what other processes published to the local [`Hub`]
 //! (each envelope names its sender; a process's own events come back from
 //! Redis too, and are skipped: it delivered them locally when it published).
+//! A room event is published only when Redis counts another subscriber of the
+//! room's channel than this process (`RedisBus::others_follow`).
 //!
 //! Subscriptions are counted per channel, so a room with a thousand local
 //! members is one `SUBSCRIBE`, and changes are sent in batches (see
@@ -17,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use prost::Message as _;
@@ -30,13 +32,16 @@ use tokio::sync::{OwnedMutexGuard, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Bus;
-use super::subscriptions::{Batch, Subscriptions, Ticket};
+use super::subscriptions::{Batch, Confirmation, Subscriptions, Ticket};
 use crate::error::BackendError;
 use crate::event::{Event, Topic, origin_from_pb};
 use crate::hub::Hub;
 use crate::keys::{Key, Keys};
 use crate::store::redis::{COMMAND_TIMEOUT, backend, client};
 
+/// How long a room channel seen with other subscribers is published to
+/// without asking Redis again.
+const OTHERS_HINT: Duration = Duration::from_secs(1);
 /// How long a readiness probe may take to come back.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Reconnect backoff bounds of the subscriber connection.
@@ -177,6 +182,49 @@ impl RedisBus {
             .map_err(backend)?;
         metrics::pubsub_message(Direction::Published);
         Ok(())
+    }
+
+    /// Whether a process other than this one may be subscribed to `channel`
+    /// now; a room event that nobody else follows is not published (its
+    /// echo would cost Redis a write and this process a wake-up, for
+    /// nothing). Asked *after* the store change the event reports, so a
+    /// process that subscribes after this answer lists the store after the
+    /// change and loses nothing.
+    ///
+    /// `PUBSUB NUMSUB` counts subscriber connections, ours included when it
+    /// is there; the count on our probe channel (only our connection
+    /// subscribes it) says whether it is. We count ourselves out only when
+    /// `channel` was confirmed on our connection before the question and
+    /// stayed so until the answer (no `UNSUBSCRIBE` taken, no reconnect);
+    /// when in doubt another process follows. A channel seen with other
+    /// subscribers is taken to have them for [`OTHERS_HINT`] without asking
+    /// (publishing to nobody costs only the publish).
+    async fn others_follow(&self, channel: &str) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let before = {
+            let subscriptions = self.subscriptions();
+            if subscriptions.others_seen(channel, now, OTHERS_HINT) {
+                return Ok(true);
+            }
+            subscriptions.confirmation(channel)
+        };
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub
+            .arg("NUMSUB")
+            .arg(channel)
+            .arg(&self.inner.probe_channel);
+        let mut conn = self.inner.publisher.clone();
+        let (_, on_channel, _, on_probe): (redis::Value, u64, redis::Value, u64) =
+            time_redis(RedisCommand::Followers, numsub.query_async(&mut conn))
+                .await
+                .map_err(backend)?;
+        let mut subscriptions = self.subscriptions();
+        let after = subscriptions.confirmation(channel);
+        let others = others_subscribed(on_channel, on_probe, before, after);
+        if others {
+            subscriptions.saw_others(channel, now);
+        }
+        Ok(others)
     }
 
     /// Hands one received message to the hub (or to a waiting probe).
@@ -351,6 +399,21 @@ async fn timed(
     time_redis(command, bounded).await
 }
 
+/// Whether a connection other than ours was among the `on_channel`
+/// subscribers `PUBSUB NUMSUB` counted, `on_probe` being its count on our
+/// probe channel and `before`/`after` what we knew of the channel around the
+/// question: ours was counted only if it was there (`on_probe == 1`) and the
+/// channel was confirmed on it before and stayed so until after.
+fn others_subscribed(
+    on_channel: u64,
+    on_probe: u64,
+    before: Option<Confirmation>,
+    after: Option<Confirmation>,
+) -> bool {
+    let ours_counted = on_probe == 1 && before.is_some() && after == before;
+    on_channel > u64::from(ours_counted)
+}
+
 /// Whether `payload` is an event `sender` published, other than a probe:
 /// read from its header alone, without decoding the rest.
 fn is_own_event(payload: &[u8], sender: u64) -> bool {
@@ -425,11 +488,14 @@ impl Bus for RedisBus {
         event: Event,
         origin: &Origin,
     ) -> Result<(), BackendError> {
+        let channel = self.inner.keys.channel(topic);
+        if matches!(topic, Topic::Room(_)) && !self.others_follow(&channel).await? {
+            return Ok(());
+        }
         let mut envelope = event.to_pb(origin);
         envelope.sender = self.inner.sender;
         let encoded = envelope.encode_to_vec();
-        self.publish_bytes(self.inner.keys.channel(topic), encoded)
-            .await
+        self.publish_bytes(channel, encoded).await
     }
 }
 
@@ -445,6 +511,25 @@ mod tests {
             sender,
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn our_connection_is_counted_out_only_when_it_surely_was_counted() {
+        let (first, later) = (Some(Confirmation::new(3)), Some(Confirmation::new(5)));
+        // Nobody, or only us.
+        assert!(!others_subscribed(0, 1, first, first));
+        assert!(!others_subscribed(0, 0, None, None));
+        assert!(!others_subscribed(1, 1, first, first));
+        // Someone besides us.
+        assert!(others_subscribed(2, 1, first, first));
+        // Not confirmed before the question: the one counted may be another.
+        assert!(others_subscribed(1, 1, None, first));
+        assert!(others_subscribed(1, 1, None, None));
+        // Unsubscribed or resubscribed meanwhile: it may not have been us.
+        assert!(others_subscribed(1, 1, first, None));
+        assert!(others_subscribed(1, 1, first, later));
+        // Our connection is gone (Redis dropped it before we noticed).
+        assert!(others_subscribed(1, 0, first, first));
     }
 
     #[test]

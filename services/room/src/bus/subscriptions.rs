@@ -19,10 +19,20 @@
 //! - A batch is computed from the net change (count > 0 against live), so a
 //!   channel subscribed and left between two batches costs no command.
 //! - A subscriber whose `SUBSCRIBE` failed, or who stopped waiting, is taken
-//!   back out of the count. A failed `UNSUBSCRIBE` is retried with the next
-//!   batch. The two commands of a batch succeed or fail independently.
+//!   back out of the count. The two commands of a batch succeed or fail
+//!   independently.
+//! - A command that failed may still have run (a timeout), so its channels are
+//!   **in doubt**, never live: the next batch sends whichever command the count
+//!   asks for (both are idempotent in Redis), so a failed `UNSUBSCRIBE` is
+//!   retried and a subscriber arriving meanwhile subscribes again.
+//! - Each live channel carries the batch that confirmed it (its
+//!   [`Confirmation`]); a channel that stops being live and comes back gets a
+//!   later one. Two equal readings mean Redis had it subscribed all along in
+//!   between, which is what lets the bus count its own connection out of
+//!   `PUBSUB NUMSUB` (see [`crate::bus::redis`]).
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -34,7 +44,9 @@ pub(crate) struct Subscriptions {
     /// Channels whose count crossed zero since the last batch was taken.
     dirty: HashSet<String>,
     /// Channels Redis confirmed, minus those a batch is unsubscribing.
-    live: HashSet<String>,
+    live: HashMap<String, Live>,
+    /// Channels whose last command failed: Redis may or may not have them.
+    in_doubt: HashSet<String>,
     /// Subscribers waiting for the next batch, with where to send its result.
     waiting: Vec<Waiter>,
     /// Batches taken so far; a change made now goes out with batch `taken + 1`.
@@ -44,6 +56,36 @@ pub(crate) struct Subscriptions {
 }
 
 type Waiter = (String, oneshot::Sender<Result<(), String>>);
+
+/// Which batch confirmed a live channel. A channel that stops being live and
+/// becomes live again gets a later one, so two equal readings mean it stayed
+/// subscribed in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Confirmation(u64);
+
+#[cfg(test)]
+impl Confirmation {
+    pub fn new(batch: u64) -> Self {
+        Confirmation(batch)
+    }
+}
+
+/// What is known of a live channel.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    confirmation: Confirmation,
+    /// When another process was last seen subscribed to it.
+    others_seen: Option<Instant>,
+}
+
+impl Live {
+    fn confirmed_by(batch: u64) -> Self {
+        Live {
+            confirmation: Confirmation(batch),
+            others_seen: None,
+        }
+    }
+}
 
 /// The batch a change goes out with: wait until it [`is_done`](Subscriptions::is_done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +119,7 @@ impl Subscriptions {
     /// else what to wait for.
     pub fn add(&mut self, channel: &str) -> Option<Pending> {
         *self.counts.entry(channel.to_owned()).or_default() += 1;
-        if self.live.contains(channel) {
+        if self.live.contains_key(channel) {
             return None;
         }
         self.dirty.insert(channel.to_owned());
@@ -123,10 +165,11 @@ impl Subscriptions {
         };
         for channel in self.dirty.drain() {
             let wanted = self.counts.contains_key(&channel);
-            let live = self.live.contains(&channel);
+            let live = self.live.contains_key(&channel);
+            let in_doubt = self.in_doubt.remove(&channel);
             if wanted && !live {
                 batch.subscribe.push(channel);
-            } else if !wanted && live {
+            } else if !wanted && (live || in_doubt) {
                 self.live.remove(&channel);
                 batch.unsubscribe.push(channel);
             }
@@ -138,6 +181,7 @@ impl Subscriptions {
     /// is live on it yet).
     pub fn take_all(&mut self) -> Batch {
         self.live.clear();
+        self.in_doubt.clear();
         self.dirty.clear();
         self.taken += 1;
         Batch {
@@ -150,8 +194,8 @@ impl Subscriptions {
 
     /// Records how `batch`'s two commands went and answers its subscribers.
     /// Subscribed channels become live (one whose last subscriber left
-    /// meanwhile is marked for the next batch to drop); channels whose
-    /// `UNSUBSCRIBE` failed are live again and marked to be retried.
+    /// meanwhile is marked for the next batch to drop); the channels of a
+    /// command that failed are in doubt and marked for the next batch.
     pub fn finish(
         &mut self,
         batch: Batch,
@@ -159,17 +203,21 @@ impl Subscriptions {
         unsubscribed: Result<(), String>,
     ) {
         self.finished = batch.number;
-        if subscribed.is_ok() {
-            for channel in &batch.subscribe {
-                if !self.counts.contains_key(channel) {
-                    self.dirty.insert(channel.clone());
+        for channel in &batch.subscribe {
+            if subscribed.is_ok() {
+                let live = Live::confirmed_by(batch.number);
+                self.live.insert(channel.clone(), live);
+                if self.counts.contains_key(channel) {
+                    continue;
                 }
-                self.live.insert(channel.clone());
+            } else {
+                self.in_doubt.insert(channel.clone());
             }
+            self.dirty.insert(channel.clone());
         }
         if unsubscribed.is_err() {
             for channel in batch.unsubscribe {
-                self.live.insert(channel.clone());
+                self.in_doubt.insert(channel.clone());
                 self.dirty.insert(channel);
             }
         }
@@ -197,6 +245,27 @@ impl Subscriptions {
     /// The connection is gone: nothing is live until the next one subscribes.
     pub fn disconnected(&mut self) {
         self.live.clear();
+        self.in_doubt.clear();
+    }
+
+    /// Whether Redis has confirmed `channel` (and no batch has taken it away
+    /// since), and by which batch.
+    pub fn confirmation(&self, channel: &str) -> Option<Confirmation> {
+        self.live.get(channel).map(|live| live.confirmation)
+    }
+
+    /// Notes that another process was subscribed to live `channel` at `now`.
+    pub fn saw_others(&mut self, channel: &str, now: Instant) {
+        if let Some(live) = self.live.get_mut(channel) {
+            live.others_seen = Some(now);
+        }
+    }
+
+    /// Whether another process was seen subscribed to live `channel` at most
+    /// `within` before `now`. Forgotten when the channel stops being live.
+    pub fn others_seen(&self, channel: &str, now: Instant, within: Duration) -> bool {
+        let seen = self.live.get(channel).and_then(|live| live.others_seen);
+        seen.is_some_and(|at| now.saturating_duration_since(at) <= within)
     }
 
     /// Channels with at least one local subscriber.
@@ -377,6 +446,88 @@ mod tests {
         subs.finish(batch, Ok(()), Err("timed out: UNSUBSCRIBE".into()));
         assert_eq!(answer(&mut b), Ok(()), "the SUBSCRIBE went through");
         assert_eq!(flush(&mut subs), (vec![], vec!["a".into()]), "retried");
+    }
+
+    #[test]
+    fn a_failed_subscribe_with_nobody_left_is_unsubscribed_in_case_it_ran() {
+        let mut subs = Subscriptions::default();
+        let mut a = subs.add("a").expect("new");
+        let batch = subs.take();
+        subs.finish(batch, Err("timed out: SUBSCRIBE".into()), Ok(()));
+        assert!(answer(&mut a).is_err());
+        assert_eq!(subs.confirmation("a"), None, "in doubt is not live");
+        assert_eq!(flush(&mut subs), (vec![], vec!["a".into()]));
+        assert_eq!(flush(&mut subs), (vec![], vec![]), "once");
+    }
+
+    #[test]
+    fn a_subscriber_after_a_failed_unsubscribe_subscribes_again() {
+        let mut subs = Subscriptions::default();
+        let _a = subs.add("a");
+        flush(&mut subs);
+        let _ = subs.remove("a");
+        let batch = subs.take();
+        subs.finish(batch, Ok(()), Err("timed out: UNSUBSCRIBE".into()));
+        // The UNSUBSCRIBE may have run: the channel is not live.
+        assert_eq!(subs.confirmation("a"), None);
+        let mut again = subs.add("a").expect("in doubt, so not live");
+        assert_eq!(flush(&mut subs), (vec!["a".into()], vec![]));
+        assert_eq!(answer(&mut again), Ok(()));
+        assert!(subs.confirmation("a").is_some());
+    }
+
+    #[test]
+    fn a_confirmation_holds_exactly_while_the_channel_stays_subscribed() {
+        let mut subs = Subscriptions::default();
+        assert_eq!(subs.confirmation("a"), None, "never subscribed");
+        let _a = subs.add("a");
+        assert_eq!(subs.confirmation("a"), None, "not confirmed yet");
+        flush(&mut subs);
+        let first = subs.confirmation("a").expect("confirmed");
+        // More subscribers and other channels' batches change nothing.
+        assert!(subs.add("a").is_none());
+        let _b = subs.add("b");
+        flush(&mut subs);
+        let _ = subs.remove("a");
+        flush(&mut subs);
+        assert_eq!(subs.confirmation("a"), Some(first));
+
+        // Its UNSUBSCRIBE taken: not live from then on, whatever follows.
+        let _ = subs.remove("a");
+        let unsubscribing = subs.take();
+        assert_eq!(subs.confirmation("a"), None, "unsubscribe on the wire");
+        let _back = subs.add("a").expect("not live");
+        subs.finish(unsubscribing, Ok(()), Ok(()));
+        flush(&mut subs);
+        let second = subs.confirmation("a").expect("subscribed again");
+        assert_ne!(second, first, "a later confirmation");
+
+        subs.disconnected();
+        assert_eq!(subs.confirmation("a"), None, "no connection");
+        let all = subs.take_all();
+        subs.finish(all, Ok(()), Ok(()));
+        let third = subs.confirmation("a").expect("resubscribed");
+        assert!(third != first && third != second);
+    }
+
+    #[test]
+    fn others_are_remembered_for_a_while_and_only_on_a_live_channel() {
+        let mut subs = Subscriptions::default();
+        let now = Instant::now();
+        let hint = Duration::from_secs(1);
+        subs.saw_others("a", now);
+        assert!(!subs.others_seen("a", now, hint), "not live: not kept");
+        let _a = subs.add("a");
+        flush(&mut subs);
+        assert!(!subs.others_seen("a", now, hint));
+        subs.saw_others("a", now);
+        assert!(subs.others_seen("a", now + hint, hint));
+        assert!(!subs.others_seen("a", now + hint * 2, hint), "stale");
+        let _ = subs.remove("a");
+        flush(&mut subs);
+        let _a = subs.add("a");
+        flush(&mut subs);
+        assert!(!subs.others_seen("a", now, hint), "forgotten when it left");
     }
 
     #[test]
