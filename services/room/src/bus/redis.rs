@@ -196,7 +196,9 @@ impl RedisBus {
     /// subscribes it) says whether it is. We count ourselves out only when
     /// `channel` was confirmed on our connection before the question and
     /// stayed so until the answer (no `UNSUBSCRIBE` taken, no reconnect);
-    /// when in doubt another process follows. A channel seen with other
+    /// when in doubt another process follows, and so it does when Redis
+    /// refuses the question (but not when Redis is unreachable: the publish
+    /// would fail too). A channel seen with other
     /// subscribers is taken to have them for [`OTHERS_HINT`] without asking
     /// (publishing to nobody costs only the publish).
     async fn others_follow(&self, channel: &str) -> Result<bool, BackendError> {
@@ -214,10 +216,27 @@ impl RedisBus {
             .arg(channel)
             .arg(&self.inner.probe_channel);
         let mut conn = self.inner.publisher.clone();
-        let (_, on_channel, _, on_probe): (redis::Value, u64, redis::Value, u64) =
-            time_redis(RedisCommand::Followers, numsub.query_async(&mut conn))
-                .await
-                .map_err(backend)?;
+        // A map (RESP3) or flat pairs (RESP2), by channel.
+        let counts: HashMap<String, u64> =
+            match time_redis(RedisCommand::Followers, numsub.query_async(&mut conn)).await {
+                Ok(counts) => counts,
+                Err(err)
+                    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
+                {
+                    return Err(backend(err));
+                }
+                // Redis refused the question (an ACL without `PUBSUB`, say):
+                // publish, as before there was one.
+                Err(err) => {
+                    tracing::debug!(%channel, error = %err, "PUBSUB NUMSUB refused; publishing");
+                    return Ok(true);
+                }
+            };
+        let (Some(&on_channel), Some(&on_probe)) =
+            (counts.get(channel), counts.get(&self.inner.probe_channel))
+        else {
+            return Ok(true); // Not the reply asked for: publish.
+        };
         let mut subscriptions = self.subscriptions();
         let after = subscriptions.confirmation(channel);
         let others = others_subscribed(on_channel, on_probe, before, after);
