@@ -451,8 +451,10 @@ async fn room_events_cross_redis_only_when_another_replica_follows_the_room() {
 
     let mut c = Cluster::distributed().await;
     let lobby = room("followed");
-    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
-    let mut watcher = client.get_async_pubsub().await.expect("connect");
+    let mut watcher = redis_client(&mut c)
+        .get_async_pubsub()
+        .await
+        .expect("connect");
     watcher
         .psubscribe(format!("t:room:{lobby}"))
         .await
@@ -709,10 +711,14 @@ async fn a_call_the_other_party_ended_is_not_looked_up_again_at_clean_up() {
     c.stop().await;
 }
 
+/// A client of the cluster's Redis.
+fn redis_client(c: &mut Cluster) -> ::redis::Client {
+    ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url")
+}
+
 /// A connection to the cluster's Redis.
 async fn redis_of(c: &mut Cluster) -> ::redis::aio::MultiplexedConnection {
-    let client = ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url");
-    client
+    redis_client(c)
         .get_multiplexed_async_connection()
         .await
         .expect("connect to redis")

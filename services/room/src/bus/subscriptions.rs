@@ -78,15 +78,6 @@ struct Live {
     others_seen: Option<Instant>,
 }
 
-impl Live {
-    fn confirmed_by(batch: u64) -> Self {
-        Live {
-            confirmation: Confirmation(batch),
-            others_seen: None,
-        }
-    }
-}
-
 /// The batch a change goes out with: wait until it [`is_done`](Subscriptions::is_done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -205,7 +196,10 @@ impl Subscriptions {
         self.finished = batch.number;
         for channel in &batch.subscribe {
             if subscribed.is_ok() {
-                let live = Live::confirmed_by(batch.number);
+                let live = Live {
+                    confirmation: Confirmation(batch.number),
+                    others_seen: None,
+                };
                 self.live.insert(channel.clone(), live);
                 if self.counts.contains_key(channel) {
                     continue;
