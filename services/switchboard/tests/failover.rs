@@ -4,18 +4,19 @@
 //! in batches and are all let go when they leave), a burst of candidates
 //! (one request, one Redis script), a call ended by the other party (not
 //! looked up again), and room events that only cross Redis when another
-//! replica follows the room.
+//! replica follows the room (and always, when Redis refuses to say who does).
 
 mod harness;
 
-use std::time::Duration;
-
+use ::redis::aio::PubSub;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use harness::cluster::Side::{A, B};
 use harness::cluster::{EDGE_A, EDGE_B, REDIS, ROOM_1, Routing};
 use harness::process::wait_until;
 use harness::{Client, Cluster, candidate, room, sdp};
+use prost::Message as _;
+use switchboard_proto::pb::{BusEvent, bus_event::Kind};
 use switchboard_proto::{
     ClientMessage, CloseReason, ErrorCode, OfferId, Req, RoomId, ServerMessage,
 };
@@ -435,30 +436,9 @@ async fn a_replica_delivers_its_own_events_exactly_once() {
 /// (`PUBSUB NUMSUB` leaves patterns out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_events_cross_redis_only_when_another_replica_follows_the_room() {
-    use ::redis::aio::PubSub;
-    use prost::Message as _;
-    use switchboard_proto::pb::{BusEvent, bus_event::Kind};
-
-    async fn next_event(watcher: &mut PubSub) -> Kind {
-        let mut messages = watcher.on_message();
-        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("a room event crossed redis")
-            .expect("the watcher is connected");
-        let event = BusEvent::decode(msg.get_payload_bytes()).expect("a bus event");
-        event.kind.expect("an event")
-    }
-
     let mut c = Cluster::distributed().await;
     let lobby = room("followed");
-    let mut watcher = redis_client(&mut c)
-        .get_async_pubsub()
-        .await
-        .expect("connect");
-    watcher
-        .psubscribe(format!("t:room:{lobby}"))
-        .await
-        .expect("psubscribe");
+    let mut watcher = room_watcher(&mut c, &lobby).await;
 
     // Only replica 1 (side A) follows the room: its peers get its events
     // from it directly.
@@ -493,6 +473,53 @@ async fn room_events_cross_redis_only_when_another_replica_follows_the_room() {
         Kind::Offer(o) => assert_eq!(o.offer.expect("offer").offer_id, second.to_string()),
         other => panic!("the second event on the room's channel: {other:?}"),
     }
+    c.stop().await;
+}
+
+/// A Redis whose ACL refuses `PUBSUB NUMSUB` (an operator's least-privilege
+/// user): the replica cannot ask who follows a room, so it publishes every
+/// room event, as before it asked, and requests go on succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_are_published_when_redis_refuses_the_followers_question() {
+    let mut c = Cluster::distributed().await;
+    let mut redis = redis_of(&mut c).await;
+    // Applies at once to every connection of the user, the replicas' included.
+    let () = ::redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-pubsub|numsub"])
+        .query_async(&mut redis)
+        .await
+        .expect("restrict the default user");
+    let refused: ::redis::RedisResult<Vec<::redis::Value>> = ::redis::cmd("PUBSUB")
+        .arg(&["NUMSUB", "t:probe"])
+        .query_async(&mut redis)
+        .await;
+    assert!(
+        refused.is_err(),
+        "the ACL refuses the question: {refused:?}"
+    );
+
+    let lobby = room("refused");
+    let mut watcher = room_watcher(&mut c, &lobby).await;
+    // Only replica 1 (side A) follows the room, yet its events cross Redis.
+    let mut caller = c.client(A).await;
+    let mut callee = c.client(A).await;
+    caller.join(&lobby).await;
+    callee.join(&lobby).await;
+    let offer_id = caller.offer(&lobby, sdp("offer", 100), None).await;
+    callee
+        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id: id, .. } if *id == offer_id))
+        .await;
+    let mut crossed = Vec::new();
+    for _ in 0..3 {
+        crossed.push(next_event(&mut watcher).await);
+    }
+    assert!(
+        matches!(&crossed[..], [Kind::PeerJoined(a), Kind::PeerJoined(b), Kind::Offer(o)]
+            if a.peer_id == caller.peer_id.to_string()
+                && b.peer_id == callee.peer_id.to_string()
+                && o.offer.as_ref().is_some_and(|o| o.offer_id == offer_id.to_string())),
+        "{crossed:?}"
+    );
     c.stop().await;
 }
 
@@ -714,6 +741,28 @@ async fn a_call_the_other_party_ended_is_not_looked_up_again_at_clean_up() {
 /// A client of the cluster's Redis.
 fn redis_client(c: &mut Cluster) -> ::redis::Client {
     ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url")
+}
+
+/// A pattern subscriber (not counted by `PUBSUB NUMSUB`) watching what
+/// crosses Redis on `room`'s channel.
+async fn room_watcher(c: &mut Cluster, room: &RoomId) -> PubSub {
+    let mut watcher = redis_client(c).get_async_pubsub().await.expect("connect");
+    watcher
+        .psubscribe(format!("t:room:{room}"))
+        .await
+        .expect("psubscribe");
+    watcher
+}
+
+/// The next room event the watcher sees, decoded.
+async fn next_event(watcher: &mut PubSub) -> Kind {
+    let mut messages = watcher.on_message();
+    let msg = tokio::time::timeout(harness::DEADLINE, messages.next())
+        .await
+        .expect("a room event crossed redis")
+        .expect("the watcher is connected");
+    let event = BusEvent::decode(msg.get_payload_bytes()).expect("a bus event");
+    event.kind.expect("an event")
 }
 
 /// A connection to the cluster's Redis.
