@@ -442,14 +442,7 @@ async fn room_events_cross_redis_only_when_another_replica_follows_the_room() {
 
     // Only replica 1 (side A) follows the room: its peers get its events
     // from it directly.
-    let mut caller = c.client(A).await;
-    let mut callee = c.client(A).await;
-    caller.join(&lobby).await;
-    callee.join(&lobby).await;
-    let first = caller.offer(&lobby, sdp("offer", 100), None).await;
-    callee
-        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id, .. } if *offer_id == first))
-        .await;
+    let (mut caller, _callee, first) = offer_on_one_replica(&c, &lobby).await;
 
     // Replica 2 follows it from the witness's join on, and is told.
     let mut witness = c.client(B).await;
@@ -501,14 +494,7 @@ async fn room_events_are_published_when_redis_refuses_the_followers_question() {
     let lobby = room("refused");
     let mut watcher = room_watcher(&mut c, &lobby).await;
     // Only replica 1 (side A) follows the room, yet its events cross Redis.
-    let mut caller = c.client(A).await;
-    let mut callee = c.client(A).await;
-    caller.join(&lobby).await;
-    callee.join(&lobby).await;
-    let offer_id = caller.offer(&lobby, sdp("offer", 100), None).await;
-    callee
-        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id: id, .. } if *id == offer_id))
-        .await;
+    let (caller, callee, offer_id) = offer_on_one_replica(&c, &lobby).await;
     let mut crossed = Vec::new();
     for _ in 0..3 {
         crossed.push(next_event(&mut watcher).await);
@@ -741,6 +727,20 @@ async fn a_call_the_other_party_ended_is_not_looked_up_again_at_clean_up() {
 /// A client of the cluster's Redis.
 fn redis_client(c: &mut Cluster) -> ::redis::Client {
     ::redis::Client::open(format!("redis://{}/", c.process(REDIS).addr)).expect("url")
+}
+
+/// Two peers on replica 1 (side A) join `lobby`; the first makes an offer,
+/// which the second is shown. Returns the caller, the callee and the offer.
+async fn offer_on_one_replica(c: &Cluster, lobby: &RoomId) -> (Client, Client, OfferId) {
+    let mut caller = c.client(A).await;
+    let mut callee = c.client(A).await;
+    caller.join(lobby).await;
+    callee.join(lobby).await;
+    let offer_id = caller.offer(lobby, sdp("offer", 100), None).await;
+    callee
+        .next_where(|m| matches!(m, ServerMessage::Offer { offer_id: id, .. } if *id == offer_id))
+        .await;
+    (caller, callee, offer_id)
 }
 
 /// A pattern subscriber (not counted by `PUBSUB NUMSUB`) watching what
