@@ -288,6 +288,17 @@ mod tests {
         changes
     }
 
+    /// `channel` subscribed and confirmed, then left by its one subscriber
+    /// (whose wait is returned, kept so its count is not taken back): its
+    /// `UNSUBSCRIBE` is pending, not yet taken.
+    fn confirmed_then_left(channel: &str) -> (Subscriptions, Pending) {
+        let mut subs = Subscriptions::default();
+        let pending = subs.add(channel).expect("new");
+        flush(&mut subs);
+        let _ = subs.remove(channel);
+        (subs, pending)
+    }
+
     fn answer(pending: &mut Pending) -> Result<(), String> {
         pending.result.try_recv().expect("answered")
     }
@@ -347,10 +358,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_during_an_unsubscribe_on_the_wire_resubscribes_after_it() {
-        let mut subs = Subscriptions::default();
-        let _a = subs.add("a");
-        flush(&mut subs);
-        let _ = subs.remove("a");
+        let (mut subs, _a) = confirmed_then_left("a");
         let unsubscribing = subs.take();
         assert_eq!(unsubscribing.unsubscribe, vec!["a".to_owned()]);
         let mut back = subs.add("a").expect("not live: it is being unsubscribed");
@@ -431,10 +439,7 @@ mod tests {
 
     #[test]
     fn a_failed_unsubscribe_is_retried_with_the_next_batch() {
-        let mut subs = Subscriptions::default();
-        let _a = subs.add("a");
-        flush(&mut subs);
-        let _ = subs.remove("a");
+        let (mut subs, _a) = confirmed_then_left("a");
         let mut b = subs.add("b").expect("new");
         let batch = subs.take();
         subs.finish(batch, Ok(()), Err("timed out: UNSUBSCRIBE".into()));
@@ -456,10 +461,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_after_a_failed_unsubscribe_subscribes_again() {
-        let mut subs = Subscriptions::default();
-        let _a = subs.add("a");
-        flush(&mut subs);
-        let _ = subs.remove("a");
+        let (mut subs, _a) = confirmed_then_left("a");
         let batch = subs.take();
         subs.finish(batch, Ok(()), Err("timed out: UNSUBSCRIBE".into()));
         // The UNSUBSCRIBE may have run: the channel is not live.
